@@ -1,0 +1,190 @@
+"""Load cluster.yaml: parse, validate, and report every problem at once with its line and column.
+
+This is the boundary where YAML and pydantic errors become the one user-facing error type, `SpecError`,
+one `file:line:col: field: message (hint)` line per problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from pipeline.errors import Problem, SpecError
+from pipeline.spec.model import Cluster
+from pipeline.spec.semantics import Finding, lint_warnings, semantic_problems
+from pipeline.spec.yamlload import Document, Origin, YamlProblems, load_yaml
+
+_YAML_KINDS = {
+    "tag:yaml.org,2002:int": "number",
+    "tag:yaml.org,2002:float": "number",
+    "tag:yaml.org,2002:bool": "boolean",
+    "tag:yaml.org,2002:null": "null (empty)",
+    "tag:yaml.org,2002:timestamp": "date",
+}
+
+
+def _field(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _locate(doc: Document, loc: tuple[str | int, ...], *, key: bool = False) -> Origin | None:
+    """The origin of the value at loc, or of its nearest existing ancestor."""
+    if key and loc in doc.key_origins:
+        return doc.key_origins[loc]
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in doc.origins:
+            return doc.origins[loc[:n]]
+    return None
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """Walk the model classes along a location, to suggest field names for unknown keys."""
+    current: Any = Cluster
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if not isinstance(part, str) or part not in current.model_fields:
+                return None
+            current = current.model_fields[part].annotation
+            continue
+        origin = typing.get_origin(current)
+        args = typing.get_args(current)
+        if origin in (tuple, list) and args:
+            current = args[0]
+        elif origin is dict and len(args) == 2:
+            current = args[1]
+        elif origin in (typing.Union, types.UnionType):
+            current = next((a for a in args if a is not type(None)), None)
+            if current is None:
+                return None
+            return _model_at_step(current, part)
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _model_at_step(current: Any, part: str | int) -> type[BaseModel] | None:
+    if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
+        ann = current.model_fields[part].annotation if part in current.model_fields else None
+        return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return None
+
+
+def _clean_loc(raw: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], bool]:
+    """Drop pydantic's internal segments; tell whether the error is about a dict key."""
+    loc: list[str | int] = []
+    is_key = False
+    for part in raw:
+        if part == "[key]":
+            is_key = True
+            continue
+        if isinstance(part, str) and (part.startswith("function-") or part in ("tagged-union",)):
+            continue
+        loc.append(part)
+    return tuple(loc), is_key
+
+
+def _message(err: ErrorDetails, doc: Document, loc: tuple[str | int, ...], origin: Origin | None) -> tuple[str, str]:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    hint = str(ctx.get("hint", "")) if kind == "nfsroot" else ""
+    message = err["msg"]
+    value = err.get("input")
+    if kind == "missing":
+        message = "required field is missing"
+    elif kind == "extra_forbidden":
+        name = str(loc[-1]) if loc else "?"
+        message = f"unknown field {name!r}"
+        model = _model_at(loc[:-1])
+        if model is not None:
+            close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "known fields: " + ", ".join(model.model_fields)
+    elif kind == "literal_error":
+        message = f"expected {ctx.get('expected')}, got {value!r}"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        message = f"expected a mapping of fields, got {_describe(value)}"
+    elif kind in ("tuple_type", "list_type"):
+        message = f"expected a list, got {_describe(value)}"
+    elif kind == "bool_type":
+        message = f"expected true or false, got {_describe(value)}"
+    elif kind in ("int_type", "int_parsing"):
+        message = f"expected a whole number, got {_describe(value)}"
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        message = f"{value!r} is out of range: must be {kind.replace('_', ' ').replace('equal', 'or equal to')} {next(iter(ctx.values()))}"
+    elif kind == "string_type":
+        message = f"expected a string, got {_describe(value)}"
+    elif kind == "value_error":
+        message = str(ctx.get("error", message))
+    if (
+        origin is not None
+        and origin.plain
+        and origin.tag in _YAML_KINDS
+        and not isinstance(value, str)
+        and kind in ("nfsroot", "string_type", "literal_error")
+    ):
+        what = _YAML_KINDS[origin.tag]
+        extra = " (base 60!)" if what == "number" and ":" in origin.text else ""
+        hint = f'YAML reads the unquoted {origin.text} as a {what}{extra}; quote it: "{origin.text}"'
+    return message, hint
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _problems_from_validation(exc: ValidationError, doc: Document, filename: str) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc, is_key = _clean_loc(tuple(err["loc"]))
+        origin = _locate(doc, loc, key=is_key or err["type"] == "extra_forbidden")
+        message, hint = _message(err, doc, loc, origin)
+        line, col = (origin.line, origin.column) if origin else (0, 0)
+        problems.append(Problem(filename, line, col, _field(loc), message, hint))
+    return problems
+
+
+def _findings_to_problems(findings: list[Finding], doc: Document, filename: str) -> list[Problem]:
+    problems = []
+    for loc, message, hint in findings:
+        origin = _locate(doc, loc)
+        line, col = (origin.line, origin.column) if origin else (0, 0)
+        problems.append(Problem(filename, line, col, _field(loc), message, hint))
+    return problems
+
+
+def parse_cluster(text: str | bytes, filename: str) -> tuple[Cluster, list[Problem]]:
+    """Validate spec text; return the cluster and its lint warnings, or raise SpecError with every problem."""
+    try:
+        doc = load_yaml(text, filename)
+    except YamlProblems as exc:
+        raise SpecError(exc.problems) from None
+    if not isinstance(doc.data, dict):
+        raise SpecError([*doc.problems, Problem(filename, 1, 1, "", "expected a mapping of fields at the top level")])
+    try:
+        cluster = Cluster.model_validate(doc.data, context={"skip_semantics": True})
+    except ValidationError as exc:
+        raise SpecError(doc.problems + _problems_from_validation(exc, doc, filename)) from None
+    problems = doc.problems + _findings_to_problems(semantic_problems(cluster), doc, filename)
+    if problems:
+        raise SpecError(problems)
+    return cluster, _findings_to_problems(lint_warnings(cluster), doc, filename)
+
+
+def load_cluster(path: Path) -> tuple[Cluster, list[Problem]]:
+    """Read and validate a cluster.yaml file. Errors name the file as the user gave it."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise SpecError([Problem(str(path), 0, 0, "", f"cannot read the spec: {exc.strerror}")]) from None
+    return parse_cluster(text, str(path))

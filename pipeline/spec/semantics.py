@@ -1,0 +1,196 @@
+"""Rules that relate fields of the spec to each other, and lint warnings.
+
+Each rule yields (location, message, hint); the location is a path into the YAML document so the loader can
+give the line of the offending value. Warnings are things that work but are probably not what the user wants.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from pipeline.spec.types import node_id
+
+if TYPE_CHECKING:
+    from pipeline.spec.model import Cluster
+
+Loc = tuple[str | int, ...]
+Finding = tuple[Loc, str, str]
+
+# Mounted over at boot (or by the initramfs itself): a symlink placed there in the read-only root is hidden.
+_RUNTIME_DIRS = ("/proc", "/sys", "/dev", "/run")
+
+
+def _under(path: str, parent: str) -> bool:
+    return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _strictly_under(path: str, parent: str) -> bool:
+    return path != parent and _under(path, parent)
+
+
+def semantic_problems(c: Cluster) -> list[Finding]:
+    return (
+        list(_gateway(c)) + list(_shares(c)) + list(_mounts(c)) + list(_symlinks(c)) + list(_nodes(c)) + list(_boot(c))
+    )
+
+
+def _gateway(c: Cluster) -> Iterator[Finding]:
+    net, ip = c.gateway.net, c.gateway.ip
+    if ip not in net:
+        yield ("gateway", "address"), f"{ip} is not inside the gateway network {net}", "fix the address or network"
+    elif net.prefixlen < 31 and ip in (net.network_address, net.broadcast_address):
+        yield (
+            ("gateway", "address"),
+            f"{ip} is the network's {'network' if ip == net.network_address else 'broadcast'} address",
+            "",
+        )
+
+
+def _shares(c: Cluster) -> Iterator[Finding]:
+    if not c.shares:
+        yield ("shares",), "at least one share is needed", "a read-only root and a writable share"
+    seen: dict[str, str] = {}
+    for name, share in c.shares.items():
+        if share.path == "/":
+            yield ("shares", name, "path"), "exporting / is not allowed", "export the client root directory"
+        if share.path in seen:
+            yield ("shares", name, "path"), f"{share.path} is already exported by share {seen[share.path]!r}", ""
+        seen.setdefault(share.path, name)
+        options = [o.split("=")[0] for o in share.options]
+        for a, b in (("sync", "async"), ("root_squash", "no_root_squash"), ("subtree_check", "no_subtree_check"),
+                     ("secure", "insecure"), ("all_squash", "no_all_squash"), ("hide", "nohide")):  # fmt: skip
+            if a in options and b in options:
+                yield ("shares", name, "options"), f"options {a} and {b} contradict each other", "keep one"
+        if len(set(options)) != len(options):
+            yield ("shares", name, "options"), "an option is given twice", ""
+
+
+def _mounts(c: Cluster) -> Iterator[Finding]:
+    root = c.shares.get(c.root.share)
+    if root is None:
+        yield ("root", "share"), f"no share named {c.root.share!r}", f"shares are: {', '.join(sorted(c.shares))}"
+    elif root.access != "ro":
+        yield (
+            ("root", "share"),
+            f"share {c.root.share!r} is read-write",
+            "the OS root is exported read-only: access: ro",
+        )
+    if "rw" in c.root.options or "ro" not in c.root.options:
+        yield ("root", "options"), "the root must be mounted read-only", "include ro and not rw"
+    if not any(w.per_node for w in c.writable):
+        yield ("writable",), "no per-node writable mount", "add one with per_node: true (the seed's /var/local)"
+    mounts: dict[str, int] = {}
+    for i, w in enumerate(c.writable):
+        share = c.shares.get(w.share)
+        if share is None:
+            yield ("writable", i, "share"), f"no share named {w.share!r}", f"shares are: {', '.join(sorted(c.shares))}"
+        elif share.access != "rw":
+            yield (
+                ("writable", i, "share"),
+                f"share {w.share!r} is read-only",
+                "writable mounts need an access: rw share",
+            )
+        if w.mount == "/":
+            yield ("writable", i, "mount"), "cannot mount over the root", ""
+        if "ro" in w.options or "rw" not in w.options:
+            yield ("writable", i, "options"), "a writable mount must be mounted rw", "include rw and not ro"
+        for other, j in mounts.items():
+            if _under(w.mount, other) or _under(other, w.mount):
+                yield (
+                    ("writable", i, "mount"),
+                    f"{w.mount} overlaps writable[{j}] ({other})",
+                    "use separate directories",
+                )
+        mounts.setdefault(w.mount, i)
+
+
+def _symlinks(c: Cluster) -> Iterator[Finding]:
+    targets: dict[str, str] = {}
+    mounts = [w.mount for w in c.writable]
+    for source, target in c.symlinks.items():
+        loc: Loc = ("symlinks", source)
+        if source == "/":
+            yield loc, "cannot replace / by a symlink", ""
+            continue
+        if any(_under(source, m) for m in mounts):
+            yield loc, f"{source} lies under a writable mount", "only files of the read-only root need a symlink"
+        elif any(_under(source, d) for d in _RUNTIME_DIRS):
+            yield loc, f"{source} is hidden at boot by the {source.split('/')[1]} filesystem", "choose another path"
+        elif _under(source, "/usr/lib/nfsroot"):
+            yield loc, f"{source} is inside the skeleton directory", ""
+        if not any(_strictly_under(target, m) for m in mounts):
+            yield loc, f"target {target} is not under a writable mount", f"writable mounts: {', '.join(mounts)}"
+        if target in targets:
+            yield loc, f"target {target} is also the target of {targets[target]}", "each symlink needs its own file"
+        targets.setdefault(target, source)
+
+
+def _nodes(c: Cluster) -> Iterator[Finding]:
+    macs: dict[str, int] = {}
+    names: dict[str, int] = {}
+    addresses: dict[str, int] = {}
+    for i, node in enumerate(c.nodes.known):
+        if node.mac in macs:
+            yield ("nodes", "known", i, "mac"), f"{node.mac} is also node {macs[node.mac]}", "each node once"
+        macs.setdefault(node.mac, i)
+        name = c.hostname_for(node)
+        if name in names:
+            yield ("nodes", "known", i), f"host name {name} is also used by node {names[name]}", "host names are unique"
+        names.setdefault(name, i)
+        if node.address is not None:
+            ip = ipaddress.IPv4Address(node.address)
+            if ip not in c.gateway.net:
+                yield ("nodes", "known", i, "address"), f"{ip} is not inside {c.gateway.net}", ""
+            elif ip == c.gateway.ip:
+                yield ("nodes", "known", i, "address"), f"{ip} is the gateway's address", ""
+            if node.address in addresses:
+                yield ("nodes", "known", i, "address"), f"{ip} is also node {addresses[node.address]}'s address", ""
+            addresses.setdefault(node.address, i)
+        assert node_id(node.mac) == node.id
+
+
+def _boot(c: Cluster) -> Iterator[Finding]:
+    if c.boot.method == "repack" and not c.boot.repack.source:
+        yield (
+            ("boot", "repack", "source"),
+            "required when boot.method is repack",
+            "the path of the distro initrd to rewrite",
+        )
+    if len(set(c.boot.sysappend)) != len(c.boot.sysappend):
+        yield ("boot", "sysappend"), "a name is given twice", ""
+    if c.deploy.exports_file == "/etc/exports":
+        pass  # allowed, but apply then owns the whole file; see lint
+
+
+def lint_warnings(c: Cluster) -> list[Finding]:
+    """Legal but risky settings; reported by `validate` and `doit`, never fatal."""
+    found: list[Finding] = []
+    for name, share in c.shares.items():
+        clients = ipaddress.IPv4Network(c.export_clients(share))
+        if share.access == "rw" and "no_root_squash" in share.options and clients.num_addresses > 1:
+            found.append(
+                (
+                    ("shares", name, "options"),
+                    f"read-write with no_root_squash for all of {clients}: root on any host there owns {share.path}",
+                    "drop no_root_squash unless nodes must write as root, or narrow clients to the nodes' addresses",
+                )
+            )
+    if "bootif" not in c.boot.sysappend:
+        found.append(
+            (
+                ("boot", "sysappend"),
+                "without bootif the boot script must guess the MAC from the interface",
+                "add bootif (pxelinux SYSAPPEND 2)",
+            )
+        )
+    if c.deploy.exports_file == "/etc/exports":
+        found.append(
+            (
+                ("deploy", "exports_file"),
+                "apply will own the whole /etc/exports",
+                "use a file under /etc/exports.d/ to keep the gateway's own exports",
+            )
+        )
+    return found
