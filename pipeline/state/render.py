@@ -1,0 +1,130 @@
+"""A plan as text (in the style of `terraform plan`, with unified diffs) and as JSON (docs/plan.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any, cast
+
+from pipeline.errors import PipelineError
+from pipeline.state.changes import OPS, Change, Op, Plan
+from pipeline.state.manifest import check_gateway_path
+
+PLAN_FORMAT = 1
+_SYMBOL = {"mkdir": "+", "create": "+", "update": "~", "chmod": "~", "replace": "-/+", "remove": "-"}
+
+
+class PlanFileError(PipelineError):
+    """A saved plan file cannot be used."""
+
+
+def _what(c: Change) -> str:
+    if c.op == "remove":
+        return f"({c.kind})"
+    if c.op == "chmod":
+        return f"(mode {c.old_mode:04o} -> {c.mode:04o})" if c.old_mode is not None and c.mode is not None else ""
+    if c.kind == "symlink":
+        new = f"symlink -> {c.target}"
+        return f"({c.old_kind} -> {new})" if c.op == "replace" else f"({new})"
+    new = f"{c.kind} {c.mode:04o}" if c.mode is not None else c.kind
+    return f"({c.old_kind} -> {new})" if c.op == "replace" else f"({new})"
+
+
+def _keeps(c: Change) -> list[str]:
+    out = []
+    if c.preserve:
+        out.append(f"original kept at {c.preserve} (node skeleton)")
+    if c.keep_as:
+        out.append(f"previous initrd kept at {c.keep_as} (rollback)")
+    if c.backup:
+        out.append("original kept in the backup directory")
+    return out
+
+
+def render_text(plan: Plan, target_label: str | None = None, diffs: bool = True) -> str:
+    lines = [f'nfsroot plan: cluster "{plan.cluster}", target {target_label or plan.target}', ""]
+    if not plan.changes:
+        lines.append("No changes. The target matches the build.")
+        return "\n".join(lines) + "\n"
+    for c in plan.changes:
+        lines.append(f"{_SYMBOL[c.op]:>3} {c.op:<8} {c.path}  {_what(c)}".rstrip())
+        lines.append(f"      reason: {c.reason}")
+        lines.extend(f"      {note}" for note in _keeps(c))
+        if diffs and c.diff:
+            lines.extend(f"      {line}".rstrip() for line in c.diff.splitlines())
+    lines.append("")
+    if plan.reload_exports:
+        lines.append("The exports change: apply will run the exports reload command afterwards.")
+    s = plan.summary
+    lines.append(f"Plan: {s['create']} to create, {s['change']} to change, {s['replace']} to replace, "
+                 f"{s['remove']} to remove.")
+    return "\n".join(lines) + "\n"
+
+
+def _encode(c: Change) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(Change):
+        value = getattr(c, f.name)
+        if f.name in ("mode", "old_mode") and value is not None:
+            value = f"{value:04o}"
+        elif f.name == "fields":
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def plan_to_json(plan: Plan) -> str:
+    doc = {
+        "format": PLAN_FORMAT,
+        "cluster": plan.cluster,
+        "target": plan.target,
+        "summary": plan.summary,
+        "reload_exports": plan.reload_exports,
+        "changes": [_encode(c) for c in plan.changes],
+        "observed": plan.observed,
+        "journal": plan.journal,
+        "warnings": list(plan.warnings),
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _decode(raw: dict[str, Any]) -> Change:
+    names = {f.name for f in fields(Change)}
+    if set(raw) != names:
+        raise ValueError(f"unexpected or missing keys {sorted(set(raw) ^ names)}")
+    if raw["op"] not in OPS:
+        raise ValueError(f"unknown op {raw['op']!r}")
+    check_gateway_path(raw["path"])
+    for key in ("preserve", "keep_as"):
+        if raw[key] is not None:
+            check_gateway_path(raw[key])
+    if raw["staged"] is not None and (raw["staged"].startswith("/") or ".." in raw["staged"].split("/")):
+        raise ValueError(f"bad staged path {raw['staged']!r}")
+    values = dict(raw)
+    for key in ("mode", "old_mode"):
+        if values[key] is not None:
+            values[key] = int(values[key], 8)
+    values["fields"] = tuple(values["fields"])
+    values["op"] = cast(Op, values["op"])
+    return Change(**values)
+
+
+def plan_from_json(text: str, where: str) -> Plan:
+    """A plan saved with `nfsroot plan --out`; validated, since apply acts on it."""
+    try:
+        doc = json.loads(text)
+        if doc.get("format") != PLAN_FORMAT:
+            raise ValueError(f"unknown plan format {doc.get('format')!r}")
+        changes = tuple(_decode(c) for c in doc["changes"])
+        observed = {str(k): str(v) for k, v in doc["observed"].items()}
+        return Plan(
+            cluster=str(doc["cluster"]),
+            target=str(doc["target"]),
+            changes=changes,
+            observed=observed,
+            journal=str(doc["journal"]),
+            reload_exports=bool(doc["reload_exports"]),
+            warnings=tuple(str(w) for w in doc["warnings"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PlanFileError(f"{where}: not a usable plan file ({exc})") from None
