@@ -1,0 +1,255 @@
+"""doit tasks: `doit` validates cluster.yaml and builds every artifact into build/, each only when its inputs changed.
+
+pyproject.toml's [tool.doit] points doit here. Task creation must stay cheap (no YAML parsing here): a no-op
+`doit` should cost about what `doit list` does. Inputs are files: the spec's parts (build/spec/*.json, written
+only when their content changes), the templates and the modules that render each family.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from pipeline import outputs
+from pipeline.errors import PipelineError, SpecError
+from pipeline.fsutil import write_if_changed
+from pipeline.render.templating import TEMPLATES
+from pipeline.workspace import Workspace
+
+DOIT_CONFIG = {"default_tasks": ["build"], "action_string_formatting": "new"}
+
+PACKAGE = Path(__file__).resolve().parent
+WS = Workspace.from_env()
+SPEC_CODE = sorted(str(p) for p in (PACKAGE / "spec").glob("*.py"))
+SHARED_CODE = [str(PACKAGE / m) for m in ("outputs.py", "stage.py", "render/artifact.py", "render/templating.py")]
+SCHEMA_FILE = Path("schema/cluster.schema.json")
+
+
+def _deps(family: outputs.Family) -> list[str]:
+    files = [str(WS.part_file(p)) for p in family.parts]
+    files += [str(PACKAGE / m) for m in family.modules if (PACKAGE / m).exists()]
+    for name in family.templates:
+        path = TEMPLATES / name
+        files += sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
+    return files + SHARED_CODE + SPEC_CODE
+
+
+def _failed(exc: PipelineError) -> TaskFailed:
+    if isinstance(exc, SpecError):
+        return TaskFailed(f"{exc}\n{len(exc.problems)} problem(s) found; nothing was written")
+    return TaskFailed(str(exc))
+
+
+def _cluster() -> Any:
+    from pipeline.spec.parts import assemble
+
+    return assemble(WS.spec_dir, outputs.PARTS)
+
+
+def _validate() -> TaskFailed | None:
+    from pipeline.spec.load import load_cluster
+    from pipeline.spec.parts import split_parts
+
+    try:
+        cluster, warnings = load_cluster(WS.spec_file)
+    except PipelineError as exc:
+        return _failed(exc)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for part, data in split_parts(cluster, outputs.PARTS).items():
+        write_if_changed(WS.part_file(part), data)
+    return None
+
+
+def task_spec() -> dict[str, Any]:
+    """Validate cluster.yaml and split it into parts (build/spec/*.json)."""
+    return {
+        "actions": [_validate],
+        "file_dep": [str(WS.spec_file), *SPEC_CODE, str(PACKAGE / "outputs.py")],
+        "targets": [str(WS.part_file(p)) for p in outputs.PARTS],
+        "clean": True,
+    }
+
+
+def _render_simple(family: str) -> TaskFailed | None:
+    from pipeline.stage import stage_family
+
+    try:
+        rendered = outputs.SIMPLE[family](_cluster())
+        stage_family(WS, family, rendered.artifacts, rendered.reviews)
+    except PipelineError as exc:
+        return _failed(exc)
+    return None
+
+
+def _render_initrd() -> TaskFailed | None:
+    from pipeline.render.artifact import Artifact, ReviewDoc
+    from pipeline.stage import stage_family
+
+    try:
+        cluster = _cluster()
+        script = ReviewDoc("initrd/" + outputs.SCRIPT_NAME, outputs.boot_script(cluster))
+        if cluster.boot.method == "overlay":
+            name, data = outputs.overlay_image(cluster)
+            image = Artifact(
+                outputs.initrd_path(cluster, name), "file", "initrd", ("boot", "writable", "symlinks"), data
+            )
+            stage_family(WS, "initrd", [image], [script], extra={"initrds": [cluster.boot.initrd, name]})
+        else:
+            _repack(cluster, script)
+    except PipelineError as exc:
+        return _failed(exc)
+    return None
+
+
+def _repack(cluster: Any, script: Any) -> None:
+    from pipeline.archive.initrd import overlay_files, repack
+    from pipeline.stage import file_sha256, stage_family
+
+    source = outputs.repack_source(cluster, WS.base)
+    if not source.is_file():
+        raise PipelineError(f"boot.repack.source: {source} does not exist (the distro initrd to repack)")
+    name = outputs.repack_name(cluster, source)
+    path = outputs.initrd_path(cluster, name)
+    out = WS.staged(path)
+    if not out.exists():  # named by its inputs: an existing file is the same build
+        settings = cluster.boot.repack
+        out.parent.mkdir(parents=True, exist_ok=True)
+        repack(
+            source,
+            overlay_files(script.data, outputs.SCRIPT_NAME),
+            out,
+            compression=settings.compression,
+            level=settings.level,
+            threads=settings.threads,
+            mtime=outputs.source_date_epoch(),
+        )
+    entry = {
+        "path": path,
+        "kind": "file",
+        "role": "initrd",
+        "fields": ["boot", "writable", "symlinks"],
+        "mode": "0644",
+        "sha256": file_sha256(out),
+        "size": out.stat().st_size,
+        "staged": out.relative_to(WS.build).as_posix(),
+    }
+    stage_family(WS, "initrd", [], [script], extra_entries=[entry], extra={"initrds": [name]})
+
+
+def _render_pxelinux() -> TaskFailed | None:
+    from pipeline.stage import read_fragment, stage_family
+
+    try:
+        initrds = read_fragment(WS, "initrd")["initrds"]
+        rendered = outputs.pxelinux(_cluster(), initrds)
+        stage_family(WS, "pxelinux", rendered.artifacts)
+    except PipelineError as exc:
+        return _failed(exc)
+    return None
+
+
+def task_render() -> Any:
+    """Render one artifact family into build/ (only when the spec parts it reads changed)."""
+    for name, family in outputs.FAMILIES.items():
+        deps = _deps(family)
+        if name == "pxelinux":
+            deps.append(str(WS.fragment("initrd")))
+            action: Any = _render_pxelinux
+        elif name == "initrd":
+            action = _render_initrd
+        else:
+            action = (_render_simple, [name])
+        yield {
+            "name": name,
+            "doc": family.doc,
+            "actions": [action],
+            "file_dep": deps,
+            "targets": [str(WS.fragment(name))],
+            "clean": True,
+        }
+
+
+def _manifest() -> TaskFailed | None:
+    from pipeline.stage import merge_manifest
+
+    try:
+        merge_manifest(WS, _cluster().name, outputs.FAMILIES)
+    except PipelineError as exc:
+        return _failed(exc)
+    return None
+
+
+def task_manifest() -> dict[str, Any]:
+    """Merge the families' fragments into build/manifest.json, the desired state of the gateway."""
+    return {
+        "actions": [_manifest],
+        "file_dep": [str(WS.fragment(f)) for f in outputs.FAMILIES] + [str(PACKAGE / "stage.py")],
+        "targets": [str(WS.manifest)],
+        "clean": True,
+    }
+
+
+def _publish() -> TaskFailed | None:
+    from pipeline.review import expected_generated
+    from pipeline.stage import sync_tree
+
+    try:
+        changed = sync_tree(WS.generated, expected_generated(_cluster(), WS.base))
+    except PipelineError as exc:
+        return _failed(exc)
+    for rel in changed:
+        print(f"updated {WS.generated.name}/{rel}", file=sys.stderr)
+    return None
+
+
+def task_review() -> dict[str, Any]:
+    """Refresh generated/, the committed copy of the text outputs that pull requests show."""
+    return {
+        "actions": [_publish],
+        "file_dep": [str(WS.fragment(f)) for f in outputs.FAMILIES] + [str(PACKAGE / "review.py")],
+        "uptodate": [lambda: WS.generated.is_dir()],
+        "verbosity": 2,
+    }
+
+
+def _schema() -> None:
+    from pipeline.spec.schema import schema_bytes
+
+    write_if_changed(SCHEMA_FILE, schema_bytes())
+
+
+def task_schema() -> dict[str, Any]:
+    """Write the JSON Schema of cluster.yaml (schema/cluster.schema.json) for editors."""
+    return {"actions": [_schema], "file_dep": SPEC_CODE, "targets": [str(SCHEMA_FILE)]}
+
+
+def task_build() -> dict[str, Any]:
+    """Validate cluster.yaml and build everything into build/ (the default task)."""
+    return {"actions": None, "task_dep": ["spec", "render", "manifest", "review", "schema"]}
+
+
+def _check() -> TaskFailed | None:
+    from pipeline.review import expected_generated, stale_report
+    from pipeline.spec.load import load_cluster
+    from pipeline.spec.schema import schema_bytes
+
+    try:
+        cluster, _ = load_cluster(WS.spec_file)
+        report = stale_report(expected_generated(cluster, WS.base), WS.generated)
+    except PipelineError as exc:
+        return _failed(exc)
+    if not SCHEMA_FILE.exists() or SCHEMA_FILE.read_bytes() != schema_bytes():
+        report.append(f"{SCHEMA_FILE}: stale")
+    if report:
+        return TaskFailed("committed outputs are stale; run `doit` and commit:\n" + "\n".join(report))
+    print(f"{WS.generated.name}/ and {SCHEMA_FILE} are up to date", file=sys.stderr)
+    return None
+
+
+def task_check() -> dict[str, Any]:
+    """Fail when the committed generated/ files or the schema are stale (for CI on pull requests)."""
+    return {"actions": [_check], "uptodate": [False], "verbosity": 2}
