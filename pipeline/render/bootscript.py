@@ -1,0 +1,211 @@
+"""The node's boot script: /scripts/init-bottom/nfsroot in the initramfs, rendered from the cluster spec.
+
+`bootscript_context` turns a `Cluster` into plain data (pure, no I/O); `render_context` puts that data into
+`templates/initramfs/nfsroot.sh.j2`. Every value reaches the script through the `sh` filter, which always
+single-quotes; the environment's `finalize` refuses any `{{ }}` output that skipped it, so a template edit
+cannot leak an unquoted value even though the spec model already restricts what values can contain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from pipeline.errors import Problem, SpecError
+from pipeline.spec.model import SKELETON_DIR, Cluster, Writable
+from pipeline.spec.types import MAC_PLACEHOLDER
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATE = "initramfs/nfsroot.sh.j2"
+
+# The files the script rewrites at every boot; symlinks to them are not seeded from the skeleton.
+GENERATED_SYMLINKS = ("/etc/hostname", "/etc/hosts")
+CMDLINE_NAME = "cmdline"
+RECORD_NAME = "nfsroot-boot"
+
+
+class ShellQuoted(str):
+    """A string that is safe to paste into a shell script as one word."""
+
+    __slots__ = ()
+
+
+def sh_quote(value: object) -> ShellQuoted:
+    """Single-quote a value for POSIX sh, always (even when it needs no quoting), so that a test can check
+    that every value sits inside quotes."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"refusing to quote {type(value).__name__} {value!r} into a shell script")
+    text = str(value)
+    if "\0" in text:
+        raise ValueError(f"a shell script cannot hold a NUL byte: {text!r}")
+    return ShellQuoted("'" + text.replace("'", "'\\''") + "'")
+
+
+def _only_quoted(value: object) -> object:
+    if not isinstance(value, ShellQuoted):
+        raise TypeError(f"template output {value!r} did not go through the sh filter")
+    return value
+
+
+@dataclass(frozen=True)
+class NodeDir:
+    """A per-node directory made inside a temporarily mounted share: HEAD + node id + TAIL."""
+
+    head: str
+    tail: str
+
+
+@dataclass(frozen=True)
+class ShareStep:
+    """One writable share mounted outside the final root to create the node's directories in it."""
+
+    path: str
+    options: str
+    node_dirs: tuple[NodeDir, ...]
+
+
+@dataclass(frozen=True)
+class MountStep:
+    """One writable mount under ${rootmnt}. Per-node exports are HEAD + node id + TAIL; shared ones HEAD."""
+
+    mount: str
+    options: str
+    per_node: bool
+    export_head: str
+    export_tail: str
+
+
+@dataclass(frozen=True)
+class SeedStep:
+    """A symlinked file the node gets a copy of from the skeleton when it has none."""
+
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class BootScriptContext:
+    cluster: str
+    gateway: str
+    on_failure: str
+    mount_retries: int
+    hostname_parts: tuple[str, ...]
+    skel_dir: str
+    node_mount: str
+    hostname_file: str
+    hosts_file: str
+    cmdline_file: str
+    record_file: str
+    shares: tuple[ShareStep, ...]
+    mounts: tuple[MountStep, ...]
+    seeds: tuple[SeedStep, ...]
+
+
+def _split_export(cluster: Cluster, w: Writable) -> tuple[str, str]:
+    """Ask the model where a per-node export puts the node id, instead of re-deriving its layout."""
+    for sentinel in ("0123456789ab", "ba9876543210", "fedcba012345"):
+        path = cluster.writable_export(w, sentinel)
+        if path.count(sentinel) == 1:
+            head, tail = path.split(sentinel)
+            return head, tail
+    raise AssertionError(f"cannot locate the node id in the export of {w.mount}")
+
+
+def _under(path: str, parent: str) -> bool:
+    return path.startswith(parent.rstrip("/") + "/")
+
+
+def _generated_file(cluster: Cluster, link: str, default: str) -> str:
+    """Where a generated file goes: the target of its symlink, which must be per node."""
+    target = cluster.symlinks.get(link)
+    if target is None:
+        return default
+    if not any(w.per_node and _under(target, w.mount) for w in cluster.writable):
+        # Every node rewrites this file at boot: on a shared mount they would overwrite each other.
+        raise SpecError(
+            [
+                Problem(
+                    file="cluster.yaml",
+                    line=0,
+                    column=0,
+                    field=f"symlinks.{link}",
+                    message=f"target {target} is not under a per-node writable mount",
+                    hint="each node writes its own " + link.rsplit("/", 1)[-1] + " at boot",
+                )
+            ]
+        )
+    return target
+
+
+def bootscript_context(cluster: Cluster) -> BootScriptContext:
+    """The data the boot script template needs, from the spec. Pure."""
+    node_dir = cluster.node_dir
+    shares: dict[str, ShareStep] = {}
+    mounts: list[MountStep] = []
+    for w in cluster.writable:
+        options = ",".join(w.options)
+        if w.per_node:
+            head, tail = _split_export(cluster, w)
+            share_path = cluster.share(w.share).path
+            if not _under(head, share_path) and head != share_path.rstrip("/") + "/":
+                raise AssertionError(f"per-node export {head}… lies outside share {share_path}")
+            relative = NodeDir(head=head[len(share_path.rstrip("/")) :], tail=tail)
+            # The first per-node mount of a share decides the options of its temporary mount: they
+            # carry what the server needs (vers, tcp, port) and, by the spec's rules, rw.
+            step = shares.get(w.share) or ShareStep(path=share_path, options=options, node_dirs=())
+            shares[w.share] = ShareStep(step.path, step.options, (*step.node_dirs, relative))
+            mounts.append(MountStep(w.mount, options, True, head, tail))
+        else:
+            mounts.append(MountStep(w.mount, options, False, cluster.writable_export(w), ""))
+    # Parents before children; the spec forbids nested writable mounts today, but the order stays right
+    # if it ever allows them.
+    mounts.sort(key=lambda m: (m.mount.count("/"), m.mount))
+    seeds = tuple(
+        SeedStep(source, target) for source, target in cluster.symlinks.items() if source not in GENERATED_SYMLINKS
+    )
+    return BootScriptContext(
+        cluster=cluster.name,
+        gateway=cluster.gateway.address,
+        on_failure=cluster.boot.on_failure,
+        mount_retries=cluster.boot.mount_retries,
+        hostname_parts=tuple(cluster.nodes.hostname.split(MAC_PLACEHOLDER)),
+        skel_dir=SKELETON_DIR,
+        node_mount=node_dir.mount,
+        hostname_file=_generated_file(cluster, "/etc/hostname", f"{node_dir.mount}/hostname"),
+        hosts_file=_generated_file(cluster, "/etc/hosts", f"{node_dir.mount}/hosts"),
+        cmdline_file=f"{node_dir.mount}/{CMDLINE_NAME}",
+        record_file=f"{node_dir.mount}/{RECORD_NAME}",
+        shares=tuple(shares.values()),
+        mounts=tuple(mounts),
+        seeds=seeds,
+    )
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # a shell script, not HTML: quoting is the sh filter's job
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=_only_quoted,
+        # sh's ${#var} (string length) would open a jinja comment with the default {# ... #}.
+        comment_start_string="[#",
+        comment_end_string="#]",
+    )
+    env.filters["sh"] = sh_quote
+    return env
+
+
+def render_context(context: BootScriptContext) -> bytes:
+    """The script for a context; split from `render_bootscript` so tests can hand-build odd contexts."""
+    template = _environment().get_template(TEMPLATE)
+    return template.render(vars(context)).encode()
+
+
+def render_bootscript(cluster: Cluster) -> bytes:
+    """The boot script for a cluster, as the bytes to install at /scripts/init-bottom/nfsroot (mode 0755)."""
+    return render_context(bootscript_context(cluster))
