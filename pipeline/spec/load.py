@@ -92,7 +92,7 @@ def _clean_loc(raw: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], bool]
 def _message(err: ErrorDetails, doc: Document, loc: tuple[str | int, ...], origin: Origin | None) -> tuple[str, str]:
     kind = err["type"]
     ctx = err.get("ctx") or {}
-    hint = str(ctx.get("hint", "")) if kind == "nfsroot" else ""
+    hint = str(ctx.get("nfsroot_hint", "")) if kind == "nfsroot" else ""
     message = err["msg"]
     value = err.get("input")
     if kind == "missing":
@@ -145,8 +145,11 @@ def _describe(value: Any) -> str:
 
 def _problems_from_validation(exc: ValidationError, doc: Document, filename: str) -> list[Problem]:
     problems = []
+    already = {p.field for p in doc.problems}  # a value YAML could not read is not reported twice
     for err in exc.errors(include_url=False):
         loc, is_key = _clean_loc(tuple(err["loc"]))
+        if _field(loc) in already:
+            continue
         origin = _locate(doc, loc, key=is_key or err["type"] == "extra_forbidden")
         message, hint = _message(err, doc, loc, origin)
         line, col = (origin.line, origin.column) if origin else (0, 0)

@@ -134,7 +134,8 @@ def _nodes(c: Cluster) -> Iterator[Finding]:
     for i, node in enumerate(c.nodes.known):
         if node.mac in macs:
             yield ("nodes", "known", i, "mac"), f"{node.mac} is also node {macs[node.mac]}", "each node once"
-        macs.setdefault(node.mac, i)
+            continue
+        macs[node.mac] = i
         name = c.hostname_for(node)
         if name in names:
             yield ("nodes", "known", i), f"host name {name} is also used by node {names[name]}", "host names are unique"

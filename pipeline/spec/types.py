@@ -17,8 +17,8 @@ from pydantic_core import PydanticCustomError
 
 
 def fail(message: str, hint: str = "") -> PydanticCustomError:
-    # The message template must not contain braces pydantic would try to fill in.
-    return PydanticCustomError("nfsroot", message.replace("{", "{{").replace("}", "}}"), {"hint": hint})
+    # pydantic fills {key} placeholders of the message from the context; the key is chosen not to collide.
+    return PydanticCustomError("nfsroot", message, {"nfsroot_hint": hint})
 
 
 def _require_str(value: Any) -> Any:

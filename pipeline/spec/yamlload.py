@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - libyaml missing
 Path = tuple[str | int, ...]
 
 # A spec with 10,000 nodes has ~60,000 YAML nodes; aliases re-used a million times are an attack, not a spec.
-MAX_NODES = 2_000_000
+MAX_NODES = 500_000
 MAX_BYTES = 32 * 1024 * 1024
 
 
@@ -103,8 +103,8 @@ class _Builder:
         assert isinstance(node, yaml.ScalarNode)
         try:
             return self.constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self.problem(node, path, f"cannot read this value: {exc}")
+        except yaml.MarkedYAMLError as exc:
+            self.problem(node, path, f"cannot read this value: {exc.problem}", "only plain YAML values are allowed")
             return None
 
 
