@@ -55,7 +55,7 @@ def test_missing_bootif_is_a_warning() -> None:
 def test_direct_construction_enforces_semantics() -> None:
     data = parse(spec_text()).model_dump(mode="json")
     data["gateway"]["address"] = "10.9.9.9"
-    with pytest.raises(ValueError, match="gateway.address: 10.9.9.9 is not inside"):
+    with pytest.raises(ValueError, match=r"gateway\.address: 10\.9\.9\.9 is not inside"):
         Cluster.model_validate(data)
 
 
