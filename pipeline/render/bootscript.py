@@ -35,6 +35,9 @@ class ShellQuoted(str):
 def sh_quote(value: object) -> ShellQuoted:
     """Single-quote a value for POSIX sh, always (even when it needs no quoting), so that a test can check
     that every value sits inside quotes."""
+    if isinstance(value, jinja2.Undefined):
+        # Converting it raises StrictUndefined's error, which names the missing variable.
+        str(value)
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"refusing to quote {type(value).__name__} {value!r} into a shell script")
     text = str(value)
@@ -83,6 +86,7 @@ class SeedStep:
 
     source: str
     target: str
+    mount: str  # the writable mount the target is on
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,9 @@ class BootScriptContext:
     skel_dir: str
     node_mount: str
     hostname_file: str
+    hostname_mount: str
     hosts_file: str
+    hosts_mount: str
     cmdline_file: str
     record_file: str
     shares: tuple[ShareStep, ...]
@@ -117,12 +123,19 @@ def _under(path: str, parent: str) -> bool:
     return path.startswith(parent.rstrip("/") + "/")
 
 
-def _generated_file(cluster: Cluster, link: str, default: str) -> str:
-    """Where a generated file goes: the target of its symlink, which must be per node."""
+def _mount_of(cluster: Cluster, path: str) -> Writable:
+    # The spec's rules put every symlink target strictly under exactly one writable mount.
+    return next(w for w in cluster.writable if _under(path, w.mount))
+
+
+def _generated_file(cluster: Cluster, link: str, name: str) -> tuple[str, str]:
+    """Where a generated file goes, and its mount: the target of its symlink, which must be per node, or
+    NAME in the node's directory."""
     target = cluster.symlinks.get(link)
     if target is None:
-        return default
-    if not any(w.per_node and _under(target, w.mount) for w in cluster.writable):
+        return f"{cluster.node_dir.mount}/{name}", cluster.node_dir.mount
+    mount = _mount_of(cluster, target)
+    if not mount.per_node:
         # Every node rewrites this file at boot: on a shared mount they would overwrite each other.
         raise SpecError(
             [
@@ -136,7 +149,7 @@ def _generated_file(cluster: Cluster, link: str, default: str) -> str:
                 )
             ]
         )
-    return target
+    return target, mount.mount
 
 
 def bootscript_context(cluster: Cluster) -> BootScriptContext:
@@ -159,12 +172,17 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
             mounts.append(MountStep(w.mount, options, True, head, tail))
         else:
             mounts.append(MountStep(w.mount, options, False, cluster.writable_export(w), ""))
-    # Parents before children; the spec forbids nested writable mounts today, but the order stays right
-    # if it ever allows them.
-    mounts.sort(key=lambda m: (m.mount.count("/"), m.mount))
+    # The node's directory first (the boot record lives there and can then report any later failure),
+    # then parents before children: the spec forbids nested writable mounts today, the order stays right if
+    # it ever allows them.
+    mounts.sort(key=lambda m: (m.mount != node_dir.mount, m.mount.count("/"), m.mount))
     seeds = tuple(
-        SeedStep(source, target) for source, target in cluster.symlinks.items() if source not in GENERATED_SYMLINKS
+        SeedStep(source, target, _mount_of(cluster, target).mount)
+        for source, target in cluster.symlinks.items()
+        if source not in GENERATED_SYMLINKS
     )
+    hostname_file, hostname_mount = _generated_file(cluster, "/etc/hostname", "hostname")
+    hosts_file, hosts_mount = _generated_file(cluster, "/etc/hosts", "hosts")
     return BootScriptContext(
         cluster=cluster.name,
         gateway=cluster.gateway.address,
@@ -173,8 +191,10 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
         hostname_parts=tuple(cluster.nodes.hostname.split(MAC_PLACEHOLDER)),
         skel_dir=SKELETON_DIR,
         node_mount=node_dir.mount,
-        hostname_file=_generated_file(cluster, "/etc/hostname", f"{node_dir.mount}/hostname"),
-        hosts_file=_generated_file(cluster, "/etc/hosts", f"{node_dir.mount}/hosts"),
+        hostname_file=hostname_file,
+        hostname_mount=hostname_mount,
+        hosts_file=hosts_file,
+        hosts_mount=hosts_mount,
         cmdline_file=f"{node_dir.mount}/{CMDLINE_NAME}",
         record_file=f"{node_dir.mount}/{RECORD_NAME}",
         shares=tuple(shares.values()),
