@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.state.apply import ApplyOptions, ApplyResult, apply_plan
+from pipeline.state.apply import ApplyOptions, ApplyResult
 from pipeline.state.changes import Change, Plan
-from pipeline.state.manifest import load_desired
-from pipeline.state.observe import observe_paths
-from pipeline.state.plan import PlanOptions, make_plan, paths_to_observe
+from pipeline.state.deploy import DEFAULT_PLAN_OPTIONS, apply_target, plan_target
+from pipeline.state.plan import PlanOptions
 from pipeline.state.record import STATE_PATH, Record, parse_record
-from pipeline.state.rootfs import TargetRoot
 
 
 @dataclass(frozen=True)
@@ -66,17 +64,33 @@ def make_build(build: Path, tree: dict[str, Spec], cluster: str = "homelab") -> 
             dest = build / staged
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
-            entries.append({"path": path, "kind": "file", "mode": spec.mode, "sha256": hashlib.sha256(data).hexdigest(),
-                            "size": len(data), "staged": staged, "role": spec.role, "fields": list(spec.fields)})
+            entries.append(
+                {
+                    "path": path,
+                    "kind": "file",
+                    "mode": spec.mode,
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "size": len(data),
+                    "staged": staged,
+                    "role": spec.role,
+                    "fields": list(spec.fields),
+                }
+            )
         elif isinstance(spec, L):
-            entry: dict[str, object] = {"path": path, "kind": "symlink", "target": spec.target, "role": spec.role,
-                                        "fields": list(spec.fields)}
+            entry: dict[str, object] = {
+                "path": path,
+                "kind": "symlink",
+                "target": spec.target,
+                "role": spec.role,
+                "fields": list(spec.fields),
+            }
             if spec.preserve:
                 entry["preserve"] = spec.preserve
             entries.append(entry)
         else:
-            entries.append({"path": path, "kind": "dir", "mode": spec.mode, "role": spec.role,
-                            "fields": list(spec.fields)})
+            entries.append(
+                {"path": path, "kind": "dir", "mode": spec.mode, "role": spec.role, "fields": list(spec.fields)}
+            )
     manifest = {"format": 1, "cluster": cluster, "entries": entries}
     (build / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return build
@@ -119,23 +133,21 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, int, str]]:
     return out
 
 
-def read_record(target: Path) -> Record:
+def record_of(target: Path) -> Record:
     path = target / STATE_PATH.lstrip("/")
     return parse_record(path.read_text()) if path.exists() else Record()
 
 
-def plan_for(build: Path, target: Path, opts: PlanOptions = PlanOptions(), extra: tuple[Change, ...] = ()) -> Plan:
-    desired = load_desired(build)
-    with TargetRoot(target) as root:
-        record = read_record(target)
-        observed = observe_paths(root, paths_to_observe(desired, record) | {c.path for c in extra})
-    return make_plan(desired, observed, record, str(target), opts, extra)
+def plan_for(
+    build: Path, target: Path, opts: PlanOptions = DEFAULT_PLAN_OPTIONS, extra: tuple[Change, ...] = ()
+) -> Plan:
+    return plan_target(build, target, opts, extra)
 
 
-def deploy(build: Path, target: Path, opts: ApplyOptions | None = None, plan_opts: PlanOptions = PlanOptions()
-           ) -> ApplyResult:
-    plan = plan_for(build, target, plan_opts)
-    return apply_plan(plan, target, build, opts or ApplyOptions(reload_argv=None))
+def deploy(
+    build: Path, target: Path, opts: ApplyOptions | None = None, plan_opts: PlanOptions = DEFAULT_PLAN_OPTIONS
+) -> ApplyResult:
+    return apply_target(build, target, opts or ApplyOptions(reload_argv=None), plan_opts)
 
 
 def require_tool(name: str) -> str:

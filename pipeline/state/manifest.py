@@ -8,6 +8,7 @@ Staged files are read through `TargetRoot` confined to build/ and checked agains
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import stat
@@ -129,7 +130,7 @@ class Desired:
 def _consistency(manifest: Manifest) -> list[str]:
     problems: list[str] = []
     paths = [e.path for e in manifest.entries]
-    for i, (a, b) in enumerate(zip(paths, paths[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(paths)):
         if a == b:
             problems.append(f"entries.{i + 1}: duplicate path {b}")
         elif a > b:
@@ -141,9 +142,8 @@ def _consistency(manifest: Manifest) -> list[str]:
             parent = "/" + "/".join(parts[:n])
             if parent in leaves:
                 problems.append(f"entries.{i}: {entry.path} lies below {parent}, which is not a directory entry")
-        if isinstance(entry, SymlinkEntry) and entry.preserve is not None:
-            if entry.preserve == entry.path or entry.preserve in set(paths):
-                problems.append(f"entries.{i}: preserve {entry.preserve} collides with a manifest entry")
+        if isinstance(entry, SymlinkEntry) and entry.preserve is not None and entry.preserve in set(paths):
+            problems.append(f"entries.{i}: preserve {entry.preserve} collides with a manifest entry")
     return problems
 
 

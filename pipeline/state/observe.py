@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from pipeline.state.manifest import as_text
 from pipeline.errors import UnsafePathError
+from pipeline.state.manifest import as_text
 from pipeline.state.rootfs import ParentNotDirectory, TargetRoot, split_path
 
 Kind = Literal["missing", "file", "dir", "symlink", "other"]

@@ -92,7 +92,12 @@ def _plan_dirs(desired: Desired, observed: Observed, opts: PlanOptions, extra_pa
     for entry in desired.entries:
         if isinstance(entry, DirEntry):
             wanted[entry.path] = Change(
-                "mkdir", entry.path, "dir", _source(entry.fields, entry.role), entry.role, entry.fields,
+                "mkdir",
+                entry.path,
+                "dir",
+                _source(entry.fields, entry.role),
+                entry.role,
+                entry.fields,
                 mode=mode_of(entry),
             )
     implicit: dict[str, str] = {}
@@ -118,19 +123,45 @@ def _plan_dirs(desired: Desired, observed: Observed, opts: PlanOptions, extra_pa
             changes.append(replace(spec, reason=f"missing in the target; {spec.reason}"))
         elif fact.kind == "dir":
             if fact.mode != spec.mode:
-                changes.append(replace(spec, op="chmod", old=fact.fingerprint, old_mode=fact.mode,
-                                       reason=f"mode {fact.mode:04o} -> {spec.mode:04o}; {spec.reason}"))
+                changes.append(
+                    replace(
+                        spec,
+                        op="chmod",
+                        old=fact.fingerprint,
+                        old_mode=fact.mode,
+                        reason=f"mode {fact.mode:04o} -> {spec.mode:04o}; {spec.reason}",
+                    )
+                )
         else:
             _replace_dir(path, fact, opts)
-            changes.append(replace(spec, op="replace", old=fact.fingerprint, old_target=fact.target,
-                                   backup=True, reason=f"the target has a {fact.kind} here; {spec.reason}"))
+            changes.append(
+                replace(
+                    spec,
+                    op="replace",
+                    old=fact.fingerprint,
+                    old_target=fact.target,
+                    backup=True,
+                    reason=f"the target has a {fact.kind} here; {spec.reason}",
+                )
+            )
     return changes
 
 
 def _plan_file(entry: FileEntry, fact: Fact, desired: Desired, record: Record, opts: PlanOptions) -> Change | None:
     mode = mode_of(entry)
-    base = Change("create", entry.path, "file", _source(entry.fields, entry.role), entry.role, entry.fields,
-                  old=fact.fingerprint, mode=mode, old_mode=fact.mode, sha256=entry.sha256, staged=entry.staged)
+    base = Change(
+        "create",
+        entry.path,
+        "file",
+        _source(entry.fields, entry.role),
+        entry.role,
+        entry.fields,
+        old=fact.fingerprint,
+        mode=mode,
+        old_mode=fact.mode,
+        sha256=entry.sha256,
+        staged=entry.staged,
+    )
     new_text = desired.texts.get(entry.path)
     if fact.kind == "missing":
         return replace(base, reason=f"missing in the target; {base.reason}", diff=text_diff(entry.path, "", new_text))
@@ -142,31 +173,61 @@ def _plan_file(entry: FileEntry, fact: Fact, desired: Desired, record: Record, o
         old_sha = fact.sha256 or ""
         keep_as = f"{entry.path}.{old_sha[:12]}" if entry.role == "initrd" and opts.keep_initrds > 0 else None
         return replace(
-            base, op="update", keep_as=keep_as, backup=keep_as is None and not _ours(record, entry.path, fact),
+            base,
+            op="update",
+            keep_as=keep_as,
+            backup=keep_as is None and not _ours(record, entry.path, fact),
             reason=f"content differs (sha256 {(fact.sha256 or '')[:12]} -> {entry.sha256[:12]}); {base.reason}",
             diff=text_diff(entry.path, fact.text, new_text),
         )
     _replace_dir(entry.path, fact, opts)
-    return replace(base, op="replace", old_target=fact.target, backup=not _ours(record, entry.path, fact),
-                   reason=f"the target has a {fact.kind} here; {base.reason}")
+    return replace(
+        base,
+        op="replace",
+        old_target=fact.target,
+        backup=not _ours(record, entry.path, fact),
+        reason=f"the target has a {fact.kind} here; {base.reason}",
+    )
 
 
 def _plan_symlink(entry: SymlinkEntry, fact: Fact, record: Record, opts: PlanOptions) -> Change | None:
-    base = Change("create", entry.path, "symlink", _source(entry.fields, entry.role), entry.role, entry.fields,
-                  old=fact.fingerprint, old_mode=fact.mode, target=entry.target, old_target=fact.target)
+    base = Change(
+        "create",
+        entry.path,
+        "symlink",
+        _source(entry.fields, entry.role),
+        entry.role,
+        entry.fields,
+        old=fact.fingerprint,
+        old_mode=fact.mode,
+        target=entry.target,
+        old_target=fact.target,
+    )
     if fact.kind == "missing":
         return replace(base, reason=f"missing in the target; {base.reason}")
     if fact.kind == "symlink":
         if fact.target == entry.target:
             return None
-        return replace(base, op="update", backup=not _ours(record, entry.path, fact),
-                       reason=f"link target differs ({fact.target}); {base.reason}")
+        return replace(
+            base,
+            op="update",
+            backup=not _ours(record, entry.path, fact),
+            reason=f"link target differs ({fact.target}); {base.reason}",
+        )
     if fact.kind == "file" and entry.preserve:
-        return replace(base, op="replace", preserve=entry.preserve,
-                       reason=f"the read-only root has a file here, kept as the node skeleton; {base.reason}")
+        return replace(
+            base,
+            op="replace",
+            preserve=entry.preserve,
+            reason=f"the read-only root has a file here, kept as the node skeleton; {base.reason}",
+        )
     _replace_dir(entry.path, fact, opts)
-    return replace(base, op="replace", backup=not _ours(record, entry.path, fact),
-                   reason=f"the target has a {fact.kind} here; {base.reason}")
+    return replace(
+        base,
+        op="replace",
+        backup=not _ours(record, entry.path, fact),
+        reason=f"the target has a {fact.kind} here; {base.reason}",
+    )
 
 
 def _initrd_generations(
@@ -227,17 +288,28 @@ def make_plan(
         )
         if not _ours(record, path, fact) and path in record.entries:
             why += "; changed since it was deployed"
-        removals.append(Change("remove", path, fact.kind, why, mine.role, old=fact.fingerprint,
-                               old_mode=fact.mode, old_target=fact.target,
-                               backup=not _ours(record, path, fact) and path in record.entries))
+        removals.append(
+            Change(
+                "remove",
+                path,
+                fact.kind,
+                why,
+                mine.role,
+                old=fact.fingerprint,
+                old_mode=fact.mode,
+                old_target=fact.target,
+                backup=not _ours(record, path, fact) and path in record.entries,
+            )
+        )
     body = sorted(dirs, key=lambda c: c.path) + sorted(leaves, key=lambda c: c.path) + removals
     reload_exports = record.reload_pending or any(c.role == "exports" for c in body)
 
-    entries = {e.path: Deployed(e.kind, e.role, getattr(e, "sha256", None), getattr(e, "target", None))
-               for e in desired.entries}
-    for c in extra:
-        if c.kind == "file" and c.content is not None:
-            entries[c.path] = Deployed("file", c.role, c.sha256)
+    entries = {
+        e.path: Deployed(e.kind, e.role, getattr(e, "sha256", None), getattr(e, "target", None))
+        for e in desired.entries
+    }
+    # Remedy files (extra changes) are not recorded: a run that finds them already right yields no change
+    # for them, and a record that came and went with the changes would make every other run remove them.
     new_record = Record(desired.manifest.cluster, entries, gens, reload_pending=False)
     text = new_record.render()
     union = {**record.entries, **entries}
@@ -250,8 +322,21 @@ def make_plan(
         op: Op = "create" if state.kind == "missing" else "update" if state.kind == "file" else "replace"
         if op == "replace":
             _replace_dir(STATE_PATH, state, opts)
-        body.append(Change(op, STATE_PATH, "file", RECORD_REASON, "record", old=state.fingerprint,
-                           mode=0o644, old_mode=state.mode, sha256=sha, content=text, backup=op == "replace"))
+        body.append(
+            Change(
+                op,
+                STATE_PATH,
+                "file",
+                RECORD_REASON,
+                "record",
+                old=state.fingerprint,
+                mode=0o644,
+                old_mode=state.mode,
+                sha256=sha,
+                content=text,
+                backup=op == "replace",
+            )
+        )
     return Plan(
         cluster=desired.manifest.cluster,
         target=target,

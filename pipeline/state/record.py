@@ -43,8 +43,7 @@ class Record:
             "format": RECORD_FORMAT,
             "cluster": self.cluster,
             "entries": {
-                path: {k: v for k, v in vars(d).items() if v is not None}
-                for path, d in sorted(self.entries.items())
+                path: {k: v for k, v in vars(d).items() if v is not None} for path, d in sorted(self.entries.items())
             },
             "initrds": [list(gen) for gen in self.initrds],
             "reload_pending": self.reload_pending,

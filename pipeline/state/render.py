@@ -56,8 +56,9 @@ def render_text(plan: Plan, target_label: str | None = None, diffs: bool = True)
     if plan.reload_exports:
         lines.append("The exports change: apply will run the exports reload command afterwards.")
     s = plan.summary
-    lines.append(f"Plan: {s['create']} to create, {s['change']} to change, {s['replace']} to replace, "
-                 f"{s['remove']} to remove.")
+    lines.append(
+        f"Plan: {s['create']} to create, {s['change']} to change, {s['replace']} to replace, {s['remove']} to remove."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from pipeline.errors import PipelineError, UnsafePathError
@@ -138,7 +138,9 @@ class TargetRoot:
                     nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # swapped under us: refuse, never follow
-                        raise UnsafePathError(f"{shown}: {join_path([*resolved, name])} changed while resolving") from exc
+                        raise UnsafePathError(
+                            f"{shown}: {join_path([*resolved, name])} changed while resolving"
+                        ) from exc
                     raise
                 os.close(fd)
                 fd = nfd
@@ -171,7 +173,5 @@ class TargetRoot:
             with self.parent(join_path(parts[:i])) as where:
                 assert where is not None  # the previous iteration made it
                 fd, name = where
-                try:
+                with suppress(FileExistsError):
                     os.mkdir(name, mode, dir_fd=fd)
-                except FileExistsError:
-                    pass

@@ -1,0 +1,184 @@
+"""`nfsroot plan`, `apply`, `rollback` and `audit`: the deploy side of the pipeline.
+
+Settings come from cluster.yaml's `deploy` section when the spec can be read, and flags override them, so
+`nfsroot plan --target DIR` works without a spec. Exit codes (docs/plan.md): 0 no changes / success,
+2 changes pending (plan only), 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.cli import EXIT_CHANGES, EXIT_OK
+from pipeline.errors import PipelineError
+from pipeline.fsutil import write_atomic
+from pipeline.spec.load import load_cluster
+from pipeline.spec.model import Cluster
+from pipeline.state.apply import ApplyOptions, apply_plan
+from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capabilities
+from pipeline.state.changes import Plan
+from pipeline.state.deploy import plan_target
+from pipeline.state.lint import lint_readonly_root
+from pipeline.state.plan import PlanOptions
+from pipeline.state.render import plan_from_json, plan_to_json, render_text
+from pipeline.state.rollback import rollback_plan
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: Path
+    build: Path
+    client_root: str | None
+    remedy: str
+    keep_initrds: int
+    reload_argv: tuple[str, ...] | None
+    writable: tuple[str, ...] | None  # None when no spec was read (lint needs it)
+    symlinks: tuple[str, ...]
+
+
+def _spec(path: Path) -> Cluster | None:
+    """The cluster spec if there is one; deploy commands also work on a bare --target without it."""
+    if not path.exists():
+        return None
+    cluster, _warnings = load_cluster(path)  # `nfsroot spec` reports the warnings
+    return cluster
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    spec_path = Path(args.file)
+    cluster = _spec(spec_path)
+    deploy = cluster.deploy if cluster is not None else None
+    target = args.target
+    if target is None:
+        if deploy is None:
+            raise PipelineError(f"no target root: give --target DIR (or a {spec_path} with deploy.root)")
+        target = spec_path.parent / deploy.root
+    reload_argv: tuple[str, ...] | None = tuple(deploy.reload) if deploy is not None else ("exportfs", "-ra")
+    if getattr(args, "reload_cmd", None):
+        reload_argv = tuple(shlex.split(args.reload_cmd))
+    if getattr(args, "no_reload", False) or not reload_argv:
+        reload_argv = None
+    client_root: str | None = args.client_root
+    if client_root is None and cluster is not None:
+        client_root = cluster.root_share.path
+    remedy: str = args.capabilities or (deploy.capabilities if deploy is not None else "none")
+    keep: int = args.keep_initrds if args.keep_initrds is not None else (deploy.keep_initrds if deploy else 2)
+    writable = tuple(w.mount for w in cluster.writable) if cluster is not None else None
+    symlinks = tuple(cluster.symlinks) if cluster is not None else ()
+    return Settings(Path(target), Path(args.build), client_root, remedy, keep, reload_argv, writable, symlinks)
+
+
+def make_target_plan(s: Settings, force: bool) -> Plan:
+    """Observe the target and plan; the capabilities remedy is added when a client root is known."""
+    extra = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
+    return plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    s = settings(args)
+    plan = make_target_plan(s, args.force)
+    if args.out:
+        write_atomic(Path(args.out), plan_to_json(plan).encode())
+    sys.stdout.write(plan_to_json(plan) if args.json else render_text(plan, diffs=not args.no_diff))
+    return EXIT_CHANGES if plan.changes else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    s = settings(args)
+    if args.plan:
+        plan = plan_from_json(Path(args.plan).read_text(), args.plan)
+        verify = True
+    else:
+        plan = make_target_plan(s, args.force)
+        verify = False
+    sys.stdout.write(render_text(plan, diffs=False))
+    if not plan.changes:
+        return EXIT_OK
+    result = apply_plan(plan, s.target, s.build, ApplyOptions(s.reload_argv, args.force, verify))
+    print(f"Apply complete: {len(result.applied)} changes.")
+    if result.backup_dir:
+        print(f"Originals kept in {s.target}{result.backup_dir}")
+    if result.reloaded and s.reload_argv:
+        print(f"Exports reloaded: {shlex.join(s.reload_argv)}")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    s = settings(args)
+    plan = rollback_plan(s.target, args.steps)
+    sys.stdout.write(render_text(plan))
+    if args.dry_run or not plan.changes:
+        return EXIT_OK
+    apply_plan(plan, s.target, None, ApplyOptions(reload_argv=None))
+    print(f"Rolled back: {len(plan.changes)} pxelinux files now use the initrds {args.steps} generation(s) back.")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    s = settings(args)
+    findings = scan_capabilities(s.target, s.client_root) if s.client_root else []
+    remedy = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
+    warnings = lint_readonly_root(s.writable, s.symlinks, s.target, s.client_root) if s.writable is not None else []
+    if args.json:
+        report = {
+            "client_root": s.client_root,
+            "capabilities": [{"path": f.path, "caps": f.caps} for f in findings],
+            "remedy": {"name": s.remedy, "changes": [c.path for c in remedy]},
+            "lint": [
+                {"path": w.path, "severity": w.severity, "message": w.message, "remedy": w.remedy} for w in warnings
+            ],
+        }
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not s.client_root:
+        print("capabilities: not audited (no client root: give --client-root or a spec)")
+    for f in findings:
+        print(f"capability: {f.path}: {f.caps} (lost over NFS)")
+    for c in remedy:
+        print(f"remedy {s.remedy}: {c.op} {c.path}")
+    if s.writable is None:
+        print("read-only root lint: skipped (needs the spec)")
+    for w in warnings:
+        print(w)
+    return EXIT_OK
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--build", default="build", help="the build directory holding manifest.json (default: build)")
+    p.add_argument("--target", type=Path, help="the target root (default: deploy.root of the spec)")
+    p.add_argument("--client-root", help="gateway path of the read-only root share (default: from the spec)")
+    p.add_argument("--capabilities", choices=REMEDIES, help="remedy for file capabilities (default: from the spec)")
+    p.add_argument("--keep-initrds", type=int, help="previous initrd generations kept (default: from the spec)")
+    p.add_argument("--force", action="store_true", help="move non-empty directories in the way to the backups")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("plan", help="show what apply would change in the target, with reasons and diffs")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (docs/plan.md)")
+    p.add_argument("--out", help="also save the plan as JSON, for `apply --plan`")
+    p.add_argument("--no-diff", action="store_true", help="leave out the unified diffs")
+    p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("apply", help="make the target match the build: atomic, idempotent, with backups")
+    _common(p)
+    p.add_argument("--plan", help="apply a plan saved with `plan --out`; refused if the target changed since")
+    p.add_argument("--reload-cmd", help="command run when the exports changed (default: deploy.reload)")
+    p.add_argument("--no-reload", action="store_true", help="never run the exports reload command")
+    p.set_defaults(handler=cmd_apply)
+
+    p = sub.add_parser("rollback", help="point the deployed pxelinux configs at the previous initrds")
+    _common(p)
+    p.add_argument("--steps", type=int, default=1, help="how many initrd generations back (default: 1)")
+    p.add_argument("--dry-run", action="store_true", help="show the change without making it")
+    p.set_defaults(handler=cmd_rollback)
+
+    p = sub.add_parser("audit", help="capabilities lost over NFS and paths a read-only root needs writable")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=cmd_audit)

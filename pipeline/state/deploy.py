@@ -1,0 +1,49 @@
+"""The entry points doit tasks and the CLI call: observe a target and plan against a build; apply that plan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.state.apply import ApplyOptions, ApplyResult, apply_plan
+from pipeline.state.changes import Change, Plan
+from pipeline.state.manifest import load_desired
+from pipeline.state.observe import observe_path, observe_paths
+from pipeline.state.plan import PlanOptions, make_plan, paths_to_observe
+from pipeline.state.record import STATE_PATH, Record, parse_record
+from pipeline.state.rootfs import TargetRoot
+
+DEFAULT_PLAN_OPTIONS = PlanOptions()
+
+
+def read_record(root: TargetRoot) -> Record:
+    """The deployed-state record in the target, or an empty one before the first apply."""
+    state = observe_path(root, STATE_PATH)
+    if state.kind == "missing":
+        return Record()
+    if state.kind != "file" or state.text is None:
+        return parse_record("", STATE_PATH)  # raises: something else is squatting on our record
+    return parse_record(state.text)
+
+
+def plan_target(
+    build: Path, target: Path, opts: PlanOptions = DEFAULT_PLAN_OPTIONS, extra: Sequence[Change] = ()
+) -> Plan:
+    """Read build/manifest.json and the target (read-only) and return the plan; `extra` adds remedy changes
+    (see capabilities.capability_changes)."""
+    desired = load_desired(build)
+    with TargetRoot(target) as root:
+        record = read_record(root)
+        observed = observe_paths(root, paths_to_observe(desired, record) | {c.path for c in extra})
+        return make_plan(desired, observed, record, str(root.path), opts, extra)
+
+
+def apply_target(
+    build: Path,
+    target: Path,
+    apply_opts: ApplyOptions,
+    plan_opts: PlanOptions = DEFAULT_PLAN_OPTIONS,
+    extra: Sequence[Change] = (),
+) -> ApplyResult:
+    """Plan afresh and apply; a second call right after changes nothing (not even mtimes)."""
+    return apply_plan(plan_target(build, target, plan_opts, extra), target, build, apply_opts)
