@@ -303,7 +303,7 @@ CASES: list[tuple[str, dict[int, str], list[str]]] = [
         "reload with newline",
         {26: 'deploy: {root: gateway/, reload: ["exportfs\\n-ra"]}'},
         [
-            "cluster.yaml:26:35: deploy.reload.0: 'exportfs\\n-ra' is not a valid command word (no control characters or newlines)"
+            "cluster.yaml:26:35: deploy.reload.0: 'exportfs\\n-ra' is not a plain command word (one argv word per list item, from letters, digits and _ . / : = , + @ % -; it is not run by a shell)"
         ],
     ),
     (

@@ -279,13 +279,17 @@ SysappendName = Literal[
     "sysff", "fsuuid",
 ]  # fmt: skip
 
-# A command the gateway runs (exports reload): one argv word, printable, no NUL or newline.
-_ARGV_WORD = re.compile(r"[^\x00-\x1f\x7f]+")
+# A command the gateway runs (exports reload). It is run as an argv list, never through a shell, but a word that
+# looks like shell syntax is almost certainly a mistake (someone expecting a shell), so it is refused.
+_ARGV_WORD = re.compile(r"[A-Za-z0-9_./:=,+@%-]+")
 
 
 def _argv_word(value: str) -> str:
     if not _ARGV_WORD.fullmatch(value):
-        raise fail(f"{value!r} is not a valid command word", "no control characters or newlines")
+        raise fail(
+            f"{value!r} is not a plain command word",
+            "one argv word per list item, from letters, digits and _ . / : = , + @ % -; it is not run by a shell",
+        )
     return value
 
 
