@@ -23,34 +23,9 @@ from pipeline.render.bootscript import (
     sh_quote,
 )
 from pipeline.spec.load import load_cluster
-from tests.bootscript.harness import BASE_SPEC, cluster_from, require_program, shell_argv, spec
+from tests.bootscript.harness import BASE_SPEC, HOSTILE_SPEC, cluster_from, require_program, shell_argv, spec
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Legal in the spec but as awkward as it gets: leading hyphens, @ + . in paths, several shares and per-node
-# mounts, a subdir on a per-node mount, every kind of klibc option, the id twice in the host name.
-HOSTILE_SPEC = spec(
-    name="x-y--z",
-    shares={
-        "clients": {"path": "/-rf/clients", "access": "ro"},
-        "a": {"path": "/srv/@a+b/.x", "access": "rw"},
-        "b": {"path": "/-b", "access": "rw"},
-    },
-    writable=[
-        {"mount": "/var/-local", "share": "a", "per_node": True, "options": ["rw", "nolock", "vers=3", "port=2049"]},
-        {"mount": "/-o", "share": "b", "per_node": True, "subdir": "...", "options": ["tcp", "rw"]},
-        {"mount": "/home/+@", "share": "a", "subdir": "h/--", "options": ["rw", "soft", "timeo=600"]},
-    ],
-    symlinks={
-        "/etc/hostname": "/var/-local/hostname",
-        "/etc/hosts": "/-o/h",
-        "/etc/-x": "/home/+@/-x",
-        "/etc/a@b": "/var/-local/a@b",
-    },
-    root={"share": "clients"},
-    boot={"kernel": "k", "initrd": "i", "on_failure": "continue", "mount_retries": 0},
-    nodes={"hostname": "n{mac}-{mac}"},
-)
 
 
 def seed_script() -> bytes:

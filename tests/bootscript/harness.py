@@ -95,6 +95,32 @@ def spec(**changes: Any) -> dict[str, Any]:
     return data
 
 
+# Legal in the spec but as awkward as it gets: leading hyphens, @ + . in paths, several shares and per-node
+# mounts, a subdir on a per-node mount, every kind of klibc option, the id twice in the host name.
+HOSTILE_SPEC: dict[str, Any] = spec(
+    name="x-y--z",
+    shares={
+        "clients": {"path": "/-rf/clients", "access": "ro"},
+        "a": {"path": "/srv/@a+b/.x", "access": "rw"},
+        "b": {"path": "/-b", "access": "rw"},
+    },
+    writable=[
+        {"mount": "/var/-local", "share": "a", "per_node": True, "options": ["rw", "nolock", "vers=3", "port=2049"]},
+        {"mount": "/-o", "share": "b", "per_node": True, "subdir": "...", "options": ["tcp", "rw"]},
+        {"mount": "/home/+@", "share": "a", "subdir": "h/--", "options": ["rw", "soft", "timeo=600"]},
+    ],
+    symlinks={
+        "/etc/hostname": "/var/-local/hostname",
+        "/etc/hosts": "/-o/h",
+        "/etc/-x": "/home/+@/-x",
+        "/etc/a@b": "/var/-local/a@b",
+    },
+    root={"share": "clients"},
+    boot={"kernel": "k", "initrd": "i", "on_failure": "continue", "mount_retries": 0},
+    nodes={"hostname": "n{mac}-{mac}"},
+)
+
+
 def cluster_from(data: dict[str, Any]) -> Cluster:
     cluster, _warnings = parse_cluster(yaml.safe_dump(data), "cluster.yaml")
     return cluster
