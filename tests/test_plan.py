@@ -55,7 +55,7 @@ def _file(path: str, **extra: object) -> dict[str, object]:
     ],
 )
 def test_hostile_manifest_entries_are_rejected(entry: dict[str, object], message: str) -> None:
-    with pytest.raises(ManifestError, match="manifest.json: entries.0") as info:
+    with pytest.raises(ManifestError, match=r"manifest\.json: entries\.0") as info:
         parse_manifest(_manifest(entry))
     assert message in str(info.value)
 
