@@ -13,7 +13,7 @@ import enum
 import lzma
 import os
 import zlib
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 import zstandard
 
@@ -99,7 +99,7 @@ class Compression(enum.Enum):
             return _ZstdReader(source, offset)
         return _IncrementalReader(source, offset, self)
 
-    def open_writer(self, out: BinaryIO, *, level: int | None = None, threads: int = 0) -> CompressedWriter:
+    def open_writer(self, out: IO[bytes], *, level: int | None = None, threads: int = 0) -> CompressedWriter:
         """A writer compressing into `out`; `close()` finishes the stream but leaves `out` open.
 
         Output is a pure function of the input bytes and the level: gzip carries no name and mtime 0, and
@@ -168,8 +168,11 @@ class CompressedWriter(Protocol):
 
 
 class _Decoder(Protocol):
-    eof: bool
-    unused_data: bytes
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
 
     def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
 
@@ -255,8 +258,11 @@ class _ZstdReader:
     def __init__(self, source: BinaryIO, offset: int) -> None:
         self.end = zstd_frame_end(source, offset)
         source.seek(offset)
+        window = _Slice(source, offset, self.end)
         self._reader = zstandard.ZstdDecompressor().stream_reader(
-            _Slice(source, offset, self.end), read_across_frames=False, closefd=False
+            window,  # type: ignore[arg-type]  # any object with read() will do
+            read_across_frames=False,
+            closefd=False,
         )
         self._start = offset
 
@@ -329,7 +335,7 @@ class _Compressor(Protocol):
 
 
 class _ObjWriter:
-    def __init__(self, out: BinaryIO, obj: _Compressor) -> None:
+    def __init__(self, out: IO[bytes], obj: _Compressor) -> None:
         self._out, self._obj = out, obj
 
     def write(self, data: bytes, /) -> int:
@@ -343,7 +349,7 @@ class _ObjWriter:
 
 
 class _PlainWriter:
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: IO[bytes]) -> None:
         self._out = out
 
     def write(self, data: bytes, /) -> int:

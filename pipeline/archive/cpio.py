@@ -118,9 +118,7 @@ class Entry:
 
     @property
     def st_mode(self) -> int:
-        fmt = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}.get(
-            self.kind, self.special
-        )
+        fmt = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}.get(self.kind, self.special)
         return fmt | (self.mode & 0o7777)
 
     def chunks(self) -> Iterator[bytes]:

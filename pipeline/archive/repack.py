@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from pipeline.archive.compression import Compression
 from pipeline.archive.cpio import CpioWriter, Entry, Kind, Member, encode_name, normalize_name
@@ -158,7 +158,7 @@ def repack(
             progress(total, total)
 
 
-def _copy_range(src: BinaryIO, dest: BinaryIO, length: int) -> None:
+def _copy_range(src: BinaryIO, dest: IO[bytes], length: int) -> None:
     src.seek(0)
     remaining = length
     while remaining:

@@ -83,6 +83,7 @@ class SegmentStream:
         self.where = f"{where}: segment at offset {offset} ({compression.value})"
         self._handle = handle
         self._segment: Segment | None = None
+        self.archive = 0  # index of the archive (within this segment) the last member came from
 
     @property
     def segment(self) -> Segment:
@@ -101,6 +102,7 @@ class SegmentStream:
         source = _Input(decoded, self.where)
         count = archives = 0
         while True:
+            self.archive = archives
             reader = ArchiveReader(source, self.where)
             yield from reader
             count += reader.count

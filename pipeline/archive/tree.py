@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.archive.cpio import Kind, Member
+from pipeline.archive.cpio import Kind, Member, is_safe_name
 from pipeline.archive.segments import open_initrd, scan
+from pipeline.errors import UnsafePathError
 
 MAX_SYMLINK_DEPTH = 40  # the kernel's MAXSYMLINKS
 
@@ -41,9 +42,7 @@ class EntryInfo:
 
     @property
     def st_mode(self) -> int:
-        fmt = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}.get(
-            self.kind, self.special
-        )
+        fmt = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}.get(self.kind, self.special)
         return fmt | self.mode
 
     @property
@@ -265,8 +264,11 @@ class Tree:
         return found
 
 
-def build_tree(paths: Sequence[Path]) -> Tree:
-    """Unpack, virtually, the initrds `paths` in order (as `INITRD a,b` or `cat a b` with padding would)."""
+def build_tree(paths: Sequence[Path], *, safe_names: bool = False) -> Tree:
+    """Unpack, virtually, the initrds `paths` in order (as `INITRD a,b` or `cat a b` with padding would).
+
+    With `safe_names`, an absolute name or a ".." component is an UnsafePathError (for extraction).
+    """
     tree = Tree()
     for path in paths:
         with open_initrd(path) as handle:
@@ -277,6 +279,10 @@ def build_tree(paths: Sequence[Path]) -> Tree:
                     if stream.archive != archive:
                         tree.end_archive()
                         archive = stream.archive
+                    if safe_names and not is_safe_name(member.name):
+                        raise UnsafePathError(
+                            f"{source}: refusing entry {member.name!r}: absolute names and '..' are not extracted"
+                        )
                     size, digest = 0, ""
                     if member.kind is Kind.FILE:
                         sha = hashlib.sha256()

@@ -1,0 +1,156 @@
+"""Unpack what the kernel would see after one or more initrds into a directory, and nowhere else.
+
+Names are checked before anything is written (no absolute names, no ".."); the effective tree has already
+resolved every symlink in a parent position, so each path is made of real directories we created ourselves;
+and every file-system call goes through directory descriptors opened with O_NOFOLLOW, so even a symlink planted
+in the destination cannot send a write outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.archive.cpio import Kind
+from pipeline.archive.segments import open_initrd, scan
+from pipeline.archive.tree import Dropped, build_tree
+from pipeline.errors import ArchiveError, UnsafePathError
+
+_MAX_OPEN_DIRS = 256
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class ExtractResult:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    others: int = 0
+    skipped: list[str] = field(default_factory=list)  # device nodes we were not allowed to create
+    dropped: list[Dropped] = field(default_factory=list)  # entries the kernel would not create either
+
+
+class _Root:
+    """Directory descriptors below the destination, opened without following symlinks."""
+
+    def __init__(self, dest: Path) -> None:
+        self._fds: dict[str, int] = {"": os.open(dest, _DIR_FLAGS)}
+
+    def dir_fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            parent, _, name = path.rpartition("/")
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=self.dir_fd(parent))
+            except OSError as exc:
+                raise UnsafePathError(f"{path}: not a directory we created ({exc.strerror})") from None
+            self._fds[path] = fd
+        return fd
+
+    def trim(self) -> None:
+        """Close cached descriptors once there are many (call between operations, never during one)."""
+        if len(self._fds) >= _MAX_OPEN_DIRS:
+            for path in [p for p in self._fds if p]:
+                os.close(self._fds.pop(path))
+
+    def locate(self, path: str) -> tuple[int, str]:
+        parent, _, name = path.rpartition("/")
+        return self.dir_fd(parent), name
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+@contextlib.contextmanager
+def _root(dest: Path) -> Iterator[_Root]:
+    root = _Root(dest)
+    try:
+        yield root
+    finally:
+        root.close()
+
+
+def _prepare(dest: Path) -> None:
+    if dest.is_symlink():
+        raise UnsafePathError(f"{dest}: the destination must not be a symlink")
+    if dest.exists():
+        if not dest.is_dir():
+            raise ArchiveError(f"{dest}: exists and is not a directory")
+        if any(dest.iterdir()):
+            raise ArchiveError(f"{dest}: the destination directory is not empty")
+    else:
+        dest.mkdir(parents=True)
+
+
+def extract(paths: Sequence[Path], dest: Path) -> ExtractResult:
+    """Unpack the effective tree of the initrds `paths` (in kernel order) into the empty directory `dest`.
+
+    Owners and mtimes are not restored; device nodes need root and are listed in `skipped` otherwise.
+    """
+    tree = build_tree(paths, safe_names=True)
+    entries = tree.entries()
+    _prepare(dest)
+    result = ExtractResult(dropped=list(tree.dropped))
+    by_content = tree.files_by_content()
+    with _root(dest) as root:
+        for name, info in entries.items():
+            root.trim()
+            fd, base = root.locate(name)
+            if info.kind is Kind.DIR:
+                os.mkdir(base, 0o700, dir_fd=fd)
+                result.dirs += 1
+            elif info.kind is Kind.SYMLINK:
+                os.symlink(info.target, base, dir_fd=fd)
+                result.symlinks += 1
+            elif info.kind is Kind.OTHER:
+                try:
+                    os.mknod(base, info.st_mode, os.makedev(*info.rdev), dir_fd=fd)
+                    result.others += 1
+                except PermissionError:
+                    result.skipped.append(name)
+            elif info.size == 0:
+                _write(root, name, info.mode, iter(()))
+                result.files += 1
+        serial = 0
+        for path in paths:
+            with open_initrd(path) as handle:
+                for stream in scan(handle, str(path)):
+                    for member in stream.members():
+                        serial += 1
+                        targets = by_content.get(serial)
+                        if not targets:
+                            continue
+                        first, *links = targets
+                        root.trim()
+                        _write(root, first, entries[first].mode, member.chunks())
+                        for link in links:
+                            src_fd, src = root.locate(first)
+                            dst_fd, dst = root.locate(link)
+                            os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+                        result.files += len(targets)
+        for name, info in sorted(entries.items(), reverse=True):
+            if info.kind is Kind.DIR:
+                root.trim()
+                fd, base = root.locate(name)
+                os.chmod(base, stat.S_IMODE(info.mode), dir_fd=fd, follow_symlinks=False)
+    return result
+
+
+def _write(root: _Root, name: str, mode: int, chunks: Iterator[bytes]) -> None:
+    fd, base = root.locate(name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    out = os.open(base, flags, 0o600, dir_fd=fd)
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]
+        os.fchmod(out, mode)
+    finally:
+        os.close(out)

@@ -1,0 +1,91 @@
+"""What `nfsroot initrd ls` and `diff` show: pure functions from segments and trees to lines of text."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.archive.segments import Segment
+from pipeline.archive.tree import Dropped, EntryInfo
+
+HASH_DIGITS = 12
+
+
+def split_initrd_list(spec: str) -> list[Path]:
+    """`a.img,b.img` (pxelinux's INITRD syntax) → [a.img, b.img]."""
+    return [Path(part) for part in spec.split(",") if part]
+
+
+def describe(info: EntryInfo) -> str:
+    """One `ls -l`-like line: mode, size (or device numbers), name, and the target of a symlink."""
+    size = f"{info.rdev[0]},{info.rdev[1]}" if info.special in (stat.S_IFCHR, stat.S_IFBLK) else str(info.size)
+    owner = f" {info.uid}:{info.gid}" if info.uid or info.gid else ""
+    line = f"{stat.filemode(info.st_mode)}{owner} {size:>10}  {info.name}"
+    return f"{line} -> {info.target}" if info.target else line
+
+
+def segment_lines(path: Path, segments: Sequence[Segment]) -> Iterator[str]:
+    yield f"{path}: {len(segments)} segment{'s' if len(segments) != 1 else ''}"
+    for seg in segments:
+        archives = f" in {seg.archives} archives" if seg.archives > 1 else ""
+        yield (
+            f"  offset {seg.offset:>10}  {seg.compression.value:<5} {seg.length:>10} bytes"
+            f"  {seg.entries:>5} entries{archives}"
+        )
+
+
+def listing_lines(tree: Mapping[str, EntryInfo], dropped: Sequence[Dropped] = ()) -> Iterator[str]:
+    yield f"effective tree: {len(tree)} entries"
+    for info in tree.values():
+        yield describe(info)
+    for drop in dropped:
+        yield f"ignored by the kernel: {drop.name} from {drop.source}: {drop.reason}"
+
+
+@dataclass(frozen=True)
+class TreeChange:
+    op: str  # "added", "removed" or "changed"
+    name: str
+    old: EntryInfo | None
+    new: EntryInfo | None
+
+
+def diff_trees(a: Mapping[str, EntryInfo], b: Mapping[str, EntryInfo]) -> list[TreeChange]:
+    """Every path whose object differs between two effective trees, sorted by path."""
+    changes = []
+    for name in sorted(a.keys() | b.keys()):
+        old, new = a.get(name), b.get(name)
+        if old is None:
+            changes.append(TreeChange("added", name, None, new))
+        elif new is None:
+            changes.append(TreeChange("removed", name, old, None))
+        elif not old.same_object(new):
+            changes.append(TreeChange("changed", name, old, new))
+    return changes
+
+
+def _short(info: EntryInfo) -> str:
+    text = f"{stat.filemode(info.st_mode)} {info.size:>9}"
+    if info.uid or info.gid:
+        text += f" {info.uid}:{info.gid}"
+    if info.sha256:
+        text += f" {info.sha256[:HASH_DIGITS]}"
+    if info.target:
+        text += f" -> {info.target}"
+    if info.special in (stat.S_IFCHR, stat.S_IFBLK):
+        text += f" dev {info.rdev[0]},{info.rdev[1]}"
+    return text
+
+
+def change_lines(changes: Sequence[TreeChange]) -> Iterator[str]:
+    for change in changes:
+        if change.old is None and change.new is not None:
+            yield f"+ {_short(change.new)}  {change.name}"
+        elif change.new is None and change.old is not None:
+            yield f"- {_short(change.old)}  {change.name}"
+        elif change.old is not None and change.new is not None:
+            yield f"~ {_short(change.old)}  =>  {_short(change.new)}  {change.name}"
+    counts = {op: sum(c.op == op for c in changes) for op in ("added", "removed", "changed")}
+    yield ", ".join(f"{n} {op}" for op, n in counts.items())

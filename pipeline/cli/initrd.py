@@ -1,0 +1,108 @@
+"""`nfsroot initrd ls|diff|extract`: look inside initrds as the kernel will unpack them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pipeline.archive.extract import extract
+from pipeline.archive.inspect import (
+    change_lines,
+    diff_trees,
+    listing_lines,
+    segment_lines,
+    split_initrd_list,
+)
+from pipeline.archive.segments import split_segments
+from pipeline.archive.tree import build_tree
+from pipeline.cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
+from pipeline.errors import ArchiveError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "initrd",
+        help="inspect initrds as the kernel unpacks them (ls, diff, extract)",
+        description="Inspect initrds as the kernel unpacks them. FILE may be pxelinux-style a.img,b.img.",
+    )
+    actions = parser.add_subparsers(dest="initrd_action", required=True, metavar="ACTION")
+
+    ls = actions.add_parser("ls", help="list segments and the effective tree of one or more initrds")
+    ls.add_argument("files", nargs="+", metavar="FILE", help="initrds in boot order")
+    ls.set_defaults(handler=cmd_ls)
+
+    diff = actions.add_parser(
+        "diff", help=f"compare two effective trees (exit {EXIT_OK}: same, {EXIT_CHANGES}: they differ)"
+    )
+    diff.add_argument("a", metavar="A", help="initrd, or comma-separated initrds in boot order")
+    diff.add_argument("b", metavar="B", help="initrd, or comma-separated initrds in boot order")
+    diff.set_defaults(handler=cmd_diff)
+
+    ex = actions.add_parser("extract", help="unpack the effective tree into an empty directory, safely")
+    ex.add_argument("files", nargs="+", metavar="FILE", help="initrds in boot order")
+    ex.add_argument("dest", metavar="DEST", type=Path, help="destination (created; must be empty)")
+    ex.set_defaults(handler=cmd_extract)
+
+
+def _emit(lines: Iterable[str]) -> None:
+    """Print lines; a reader that went away (`| head`) is not an error worth a traceback."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _paths(specs: list[str]) -> list[Path]:
+    return [p for spec in specs for p in split_initrd_list(spec)]
+
+
+def _progress(label: str) -> Callable[[int, int], None] | None:
+    """A progress line on stderr, only for a person watching a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        end = "\n" if done >= total else ""
+        print(f"\r{label}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    paths = _paths(args.files)
+    for path in paths:
+        segments = split_segments(path, _progress(f"reading {path.name}"))
+        _emit(segment_lines(path, segments))
+    tree = build_tree(paths)
+    _emit(listing_lines(tree.entries(), tree.dropped))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    a = build_tree(split_initrd_list(args.a)).entries()
+    b = build_tree(split_initrd_list(args.b)).entries()
+    changes = diff_trees(a, b)
+    _emit(change_lines(changes))
+    return EXIT_CHANGES if changes else EXIT_OK
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    try:
+        result = extract(_paths(args.files), args.dest)
+    except OSError as exc:
+        raise ArchiveError(f"extracting into {args.dest}: {exc}") from None
+    print(
+        f"{args.dest}: {result.files} files, {result.dirs} directories, {result.symlinks} symlinks, "
+        f"{result.others} special files"
+    )
+    for name in result.skipped:
+        print(f"skipped (needs root): {name}", file=sys.stderr)
+    for drop in result.dropped:
+        print(f"ignored by the kernel: {drop.name} from {drop.source}: {drop.reason}", file=sys.stderr)
+    return EXIT_ERROR if result.skipped else EXIT_OK
