@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.render.artifact import Artifact, ReviewDoc
 from pipeline.render.exports import render_exports
@@ -21,6 +22,15 @@ from pipeline.spec.model import Cluster
 
 # The top-level parts of the spec as the build splits them (nodes in two: the pattern and the list).
 PARTS = ("name", "gateway", "shares", "root", "writable", "symlinks", "boot", "nodes.hostname", "nodes.known", "deploy")
+
+
+def _share_paths(data: dict[str, Any]) -> Any:
+    return {name: {"path": s["path"], "access": s["access"]} for name, s in data["shares"].items()}
+
+
+# Views of parts, written beside them, for families that need less than a whole part: pxelinux and the boot
+# script need the shares' paths, not their export options, so editing an option must not rerun them.
+DERIVED_PARTS: dict[str, Callable[[dict[str, Any]], Any]] = {"shares.paths": _share_paths}
 
 SCRIPT_NAME = "nfsroot"  # /scripts/init-bottom/nfsroot in the initramfs
 SCRIPT_REVIEW = f"initramfs/scripts/init-bottom/{SCRIPT_NAME}"
@@ -37,7 +47,7 @@ class Family:
     name: str
     doc: str
     parts: tuple[str, ...]
-    modules: tuple[str, ...]  # source files (relative to the package) whose change must rerun the family
+    modules: tuple[str, ...]  # source files or directories (relative to the package) whose change reruns it
     templates: tuple[str, ...]
 
 
@@ -71,7 +81,7 @@ def boot_script(cluster: Cluster) -> bytes:
 
 def overlay_image(cluster: Cluster) -> tuple[str, bytes]:
     """The overlay initrd holding our boot script and its ORDER hook, named by its content."""
-    from pipeline.archive.initrd import build_overlay, content_name, overlay_files
+    from pipeline.archive.overlay import build_overlay, content_name, overlay_files
 
     data = build_overlay(overlay_files(boot_script(cluster), SCRIPT_NAME), mtime=source_date_epoch())
     return content_name(data, prefix="nfsroot-", suffix=".img"), data
@@ -125,21 +135,21 @@ FAMILIES: dict[str, Family] = {
         Family(
             "symlinks",
             "symlink plan: links and mount points in the read-only root, review text and JSON",
-            ("name", "shares", "root", "writable", "symlinks", "nodes.hostname", "nodes.known"),
+            ("name", "shares.paths", "root", "writable", "symlinks", "nodes.hostname", "nodes.known"),
             ("render/symlinks.py",),
             ("symlinks.txt.j2",),
         ),
         Family(
             "initrd",
             "boot script packed as an overlay initrd (or repacked into the distro initrd)",
-            ("name", "gateway", "shares", "root", "writable", "symlinks", "boot", "nodes.hostname"),
-            ("render/bootscript.py", "archive/cpio.py", "archive/initrd.py", "archive/compression.py"),
+            ("name", "gateway", "shares.paths", "root", "writable", "symlinks", "boot", "nodes.hostname"),
+            ("render/bootscript.py", "archive"),
             ("initramfs",),
         ),
         Family(
             "pxelinux",
             "pxelinux.cfg/default and per-node 01-<mac> files",
-            ("name", "gateway", "shares", "root", "boot", "nodes.known"),
+            ("name", "gateway", "shares.paths", "root", "boot", "nodes.known"),
             ("render/pxelinux.py",),
             ("pxelinux.cfg.j2",),
         ),

@@ -30,11 +30,16 @@ SCHEMA_FILE = Path("schema/cluster.schema.json")
 
 def _deps(family: outputs.Family) -> list[str]:
     files = [str(WS.part_file(p)) for p in family.parts]
-    files += [str(PACKAGE / m) for m in family.modules if (PACKAGE / m).exists()]
-    for name in family.templates:
-        path = TEMPLATES / name
-        files += sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
+    files += _expand(PACKAGE, family.modules, "*.py") + _expand(TEMPLATES, family.templates, "*")
     return files + SHARED_CODE + SPEC_CODE
+
+
+def _expand(root: Path, names: tuple[str, ...], pattern: str) -> list[str]:
+    files: list[str] = []
+    for name in names:
+        path = root / name
+        files += sorted(str(p) for p in path.rglob(pattern) if p.is_file()) if path.is_dir() else [str(path)]
+    return files
 
 
 def _failed(exc: PipelineError) -> TaskFailed:
@@ -59,7 +64,7 @@ def _validate() -> TaskFailed | None:
         return _failed(exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for part, data in split_parts(cluster, outputs.PARTS).items():
+    for part, data in split_parts(cluster, outputs.PARTS, outputs.DERIVED_PARTS).items():
         write_if_changed(WS.part_file(part), data)
     return None
 
@@ -69,7 +74,7 @@ def task_spec() -> dict[str, Any]:
     return {
         "actions": [_validate],
         "file_dep": [str(WS.spec_file), *SPEC_CODE, str(PACKAGE / "outputs.py")],
-        "targets": [str(WS.part_file(p)) for p in outputs.PARTS],
+        "targets": [str(WS.part_file(p)) for p in (*outputs.PARTS, *outputs.DERIVED_PARTS)],
         "clean": True,
     }
 
@@ -106,7 +111,8 @@ def _render_initrd() -> TaskFailed | None:
 
 
 def _repack(cluster: Any, script: Any) -> None:
-    from pipeline.archive.initrd import overlay_files, repack
+    from pipeline.archive.overlay import overlay_files
+    from pipeline.archive.repack import repack
     from pipeline.stage import file_sha256, stage_family
 
     source = outputs.repack_source(cluster, WS.base)

@@ -16,7 +16,7 @@ class Workspace:
     @classmethod
     def from_env(cls, cwd: Path | None = None) -> Workspace:
         """NFSROOT_SPEC, NFSROOT_BUILD and NFSROOT_GENERATED override the defaults (relative to cwd)."""
-        base = cwd or Path.cwd()
+        base = cwd or Path()  # relative paths keep messages short: "cluster.yaml:3:12: ..."
         return cls(
             spec_file=base / os.environ.get("NFSROOT_SPEC", "cluster.yaml"),
             build=base / os.environ.get("NFSROOT_BUILD", "build"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import yaml
@@ -44,12 +45,16 @@ FIELDS: list[tuple[str | int, ...]] = [
 hostile = st.one_of(
     st.text(alphabet=st.sampled_from(sorted(DANGEROUS) + list("ab/.-=:,{}")), min_size=1, max_size=12),
     st.sampled_from(["$(reboot)", "`id`", "a;b", "x\ny", "/a b", "'; rm -rf / #", "{mac}$", "ro\nrw", "a,b"]),
-    st.builds(lambda a, b: f"{a}{b}", st.sampled_from(["/etc/x", "vmlinuz", "w-{mac}", "ro", "quiet"]), st.sampled_from(sorted(DANGEROUS))),
+    st.builds(
+        lambda a, b: f"{a}{b}",
+        st.sampled_from(["/etc/x", "vmlinuz", "w-{mac}", "ro", "quiet"]),
+        st.sampled_from(sorted(DANGEROUS)),
+    ),
 )
 
 
 def _put(doc: Any, path: tuple[str | int, ...], value: str) -> None:
-    for key, nxt in zip(path[:-1], path[1:], strict=True):
+    for key, nxt in itertools.pairwise(path):
         if isinstance(doc, dict) and key not in doc:
             doc[key] = [] if isinstance(nxt, int) else {}
         doc = doc[key]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,17 @@ def _get(data: dict[str, Any], part: str) -> Any:
     return data
 
 
-def split_parts(cluster: Cluster, parts: tuple[str, ...]) -> dict[str, bytes]:
+def _dump(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
+
+
+def split_parts(
+    cluster: Cluster, parts: tuple[str, ...], derived: Mapping[str, Callable[[dict[str, Any]], Any]]
+) -> dict[str, bytes]:
+    """The part files: each part of the spec, plus derived views of them."""
     data = cluster.model_dump(mode="json")
-    return {part: (json.dumps(_get(data, part), indent=1, sort_keys=True) + "\n").encode() for part in parts}
+    files = {part: _dump(_get(data, part)) for part in parts}
+    return files | {name: _dump(view(data)) for name, view in derived.items()}
 
 
 def assemble(directory: Path, parts: tuple[str, ...]) -> Cluster:
