@@ -17,8 +17,6 @@ import time
 import traceback
 from pathlib import Path
 
-import pytest
-
 from pipeline.state.apply import CRASH_ENV, TMP_PREFIX, ApplyOptions
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH
 from tests.deploy_helpers import D, F, L, deploy, make_build, make_tree, plan_for, record_of, snapshot
