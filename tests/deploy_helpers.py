@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def _as_bytes(content: str | bytes) -> bytes:
     return content.encode() if isinstance(content, str) else content
 
 
-def make_build(build: Path, tree: dict[str, Spec], cluster: str = "homelab") -> Path:
+def make_build(build: Path, tree: Mapping[str, Spec], cluster: str = "homelab") -> Path:
     """Stage `tree` (gateway path -> content) into build/ with a manifest.json, as the doit tasks would."""
     if build.exists():
         shutil.rmtree(build)
@@ -96,7 +97,7 @@ def make_build(build: Path, tree: dict[str, Spec], cluster: str = "homelab") -> 
     return build
 
 
-def make_tree(root: Path, tree: dict[str, Spec]) -> Path:
+def make_tree(root: Path, tree: Mapping[str, Spec]) -> Path:
     """Create files, symlinks and dirs under `root` (gateway paths), with the modes given."""
     root.mkdir(parents=True, exist_ok=True)
     for path, spec in sorted(tree.items()):

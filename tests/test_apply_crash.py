@@ -19,20 +19,20 @@ from pathlib import Path
 
 from pipeline.state.apply import CRASH_ENV, TMP_PREFIX, ApplyOptions
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH
-from tests.deploy_helpers import D, F, L, deploy, make_build, make_tree, plan_for, record_of, snapshot
+from tests.deploy_helpers import D, F, L, Spec, deploy, make_build, make_tree, plan_for, record_of, snapshot
 
 ORIGINALS = {
     "/clients/etc/hostname": "debian\n",  # becomes a symlink; the original goes to the skeleton
     "/etc/exports.d/nfsroot.exports": "/srv/old *(rw)\n",  # not ours: updated, original backed up
     "/etc/motd": "not in the manifest\n",
 }
-V1 = {
+V1: dict[str, Spec] = {
     "/srv/tftp/nfsroot/initrd-1.img": F(b"\x00initrd one" * 100, role="initrd"),
     "/srv/tftp/pxelinux.cfg/default": F("INITRD nfsroot/initrd-1.img\n", role="pxelinux"),
     "/etc/nfsroot/old-ours": F("ours v1\n"),
     "/etc/nfsroot/hosts": F("10.0.0.1 a\n"),
 }
-V2 = {
+V2: dict[str, Spec] = {
     "/clients/etc/hostname": L("/var/local/hostname", preserve="/clients/usr/lib/nfsroot/skel/etc/hostname"),
     "/clients/etc/hosts": L("/var/local/hosts", preserve="/clients/usr/lib/nfsroot/skel/etc/hosts"),
     "/etc/exports.d/nfsroot.exports": F("/clients *(ro)\n/workers *(rw)\n", role="exports"),
