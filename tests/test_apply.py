@@ -266,3 +266,30 @@ def test_apply_never_touches_paths_outside_the_plan(tmp_path: Path) -> None:
     assert differ - backups <= planned | parents
     assert planned <= differ
     assert "/etc/other" not in differ and "/var/log/syslog" not in differ
+
+
+def test_an_existing_different_skeleton_file_is_backed_up_not_overwritten(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build", {"/clients/etc/hostname": HOSTNAME})
+    target = make_tree(
+        tmp_path / "t",
+        {
+            "/clients/etc/hostname": "debian\n",
+            "/clients/usr/lib/nfsroot/skel/etc/hostname": "seeded long ago\n",
+        },
+    )
+    result = deploy(build, target)
+    assert (target / "clients/usr/lib/nfsroot/skel/etc/hostname").read_text() == "debian\n"
+    assert result.backup_dir is not None
+    kept = target / result.backup_dir.lstrip("/") / "clients/usr/lib/nfsroot/skel/etc/hostname"
+    assert kept.read_text() == "seeded long ago\n"
+
+
+def test_a_missing_local_target_is_planned_as_empty_and_created(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build", {"/etc/hosts": "x\n"})
+    target = tmp_path / "not-yet" / "gateway"
+    plan = plan_for(build, target)
+    assert ("create", "/etc/hosts") in [(c.op, c.path) for c in plan.changes]
+    assert not target.exists()
+    deploy(build, target)
+    assert (target / "etc/hosts").read_text() == "x\n"
+    assert plan_for(build, target).changes == ()

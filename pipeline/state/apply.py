@@ -16,7 +16,7 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,11 +171,28 @@ class _Writer:
             self.move_dir_away(c, dirfd, name)
             return
         if c.preserve and stat.S_ISREG(st.st_mode):
+            self._keep_existing(c.preserve, dirfd, name)
             self._copy_to(dirfd, name, c.preserve)
         elif c.keep_as and stat.S_ISREG(st.st_mode):
             self._copy_to(dirfd, name, c.keep_as)
         elif c.backup or c.preserve or c.keep_as:
             self._copy_to(dirfd, name, self._backup_path(c.path))
+
+    def _keep_existing(self, dest: str, src_dirfd: int, src_name: str) -> None:
+        """A skeleton file already at `dest` with other content is an original too: back it up first."""
+        fact = observe_path(self.root, dest)
+        if fact.kind == "missing":
+            return
+        with self.root.parent(dest) as found:
+            assert found is not None
+            if fact.kind == "file":
+                fd = os.open(src_name, _READ, dir_fd=src_dirfd)
+                with os.fdopen(fd, "rb") as handle:
+                    if hashlib.sha256(handle.read()).hexdigest() == fact.sha256:
+                        return  # the same bytes (a rerun after a crash): nothing to keep
+            if fact.kind == "dir":
+                raise PathConflictError(f"{dest}: a directory is in the way of the skeleton copy")
+            self._copy_to(found[0], found[1], self._backup_path(dest))
 
     def move_dir_away(self, c: Change, dirfd: int, name: str) -> None:
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
@@ -291,11 +308,12 @@ def apply_plan(
     target: Path,
     build_dir: Path | None,
     opts: ApplyOptions = ApplyOptions(),
-    reload: Callable[[Sequence[str]], object] = run,
 ) -> ApplyResult:
     """Carry out `plan` in `target`; returns what was done. A plan without changes touches nothing."""
     if not plan.changes:
         return ApplyResult((), None, False)
+    # A local deploy.root (the example cluster) may not exist yet; the plan treated it as empty.
+    target.mkdir(parents=True, exist_ok=True)
     with TargetRoot(target) as root, _maybe_root(build_dir) as build:
         if opts.verify:
             verify_plan(plan, root)
@@ -314,7 +332,7 @@ def apply_plan(
             _write_journal(writer, plan.journal)
         reloaded = False
         if plan.reload_exports and opts.reload_argv:
-            reload(list(opts.reload_argv))
+            run(list(opts.reload_argv))
             reloaded = True
         for change in final:
             writer.execute(change, _content(change, build))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.state.apply import ApplyOptions, ApplyResult, apply_plan
 from pipeline.state.changes import Change, Plan
 from pipeline.state.manifest import load_desired
-from pipeline.state.observe import observe_path, observe_paths
+from pipeline.state.observe import Fact, Observed, observe_path, observe_paths
 from pipeline.state.plan import PlanOptions, make_plan, paths_to_observe
 from pipeline.state.record import STATE_PATH, Record, parse_record
 from pipeline.state.rootfs import TargetRoot
@@ -32,6 +33,10 @@ def plan_target(
     """Read build/manifest.json and the target (read-only) and return the plan; `extra` adds remedy changes
     (see capabilities.capability_changes)."""
     desired = load_desired(build)
+    if not os.path.lexists(target):  # a local deploy.root before the first apply: everything is missing
+        paths = paths_to_observe(desired, Record()) | {c.path for c in extra}
+        observed = Observed({p: Fact(p, "missing") for p in paths})
+        return make_plan(desired, observed, Record(), os.path.abspath(target), opts, extra)
     with TargetRoot(target) as root:
         record = read_record(root)
         observed = observe_paths(root, paths_to_observe(desired, record) | {c.path for c in extra})
