@@ -85,7 +85,7 @@ def test_a_compressed_stream_may_hold_several_archives(tmp_path: Path) -> None:
 def test_compression_lookup() -> None:
     assert Compression.parse("zst") is Compression.ZSTD and Compression.parse("GZ") is Compression.GZIP
     assert not Compression.NONE and Compression.XZ and Compression.ZSTD.extension == ".zst"
-    with pytest.raises(ArchiveError, match="unknown compression 'brotli'.*zstd"):
+    with pytest.raises(ArchiveError, match=r"unknown compression 'brotli'.*zstd"):
         Compression.parse("brotli")
     with pytest.raises(ArchiveError, match="lz4-compressed initrd segments are not supported"):
         Compression.LZ4.open_writer(io.BytesIO())
