@@ -17,9 +17,12 @@ from pipeline import outputs
 from pipeline.errors import PipelineError, SpecError
 from pipeline.fsutil import write_if_changed
 from pipeline.render.templating import TEMPLATES
+from pipeline.runtime import tune_gc
 from pipeline.workspace import Workspace
 
 DOIT_CONFIG = {"default_tasks": ["build"], "action_string_formatting": "new"}
+
+tune_gc()
 
 PACKAGE = Path(__file__).resolve().parent
 WS = Workspace.from_env()

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.errors import PipelineError, SpecError
+from pipeline.runtime import tune_gc
 
 # Exit codes, documented in the README. `plan` additionally uses EXIT_CHANGES like terraform's -detailed-exitcode.
 EXIT_OK = 0
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_gc()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -6,9 +6,12 @@ one `file:line:col: field: message (hint)` line per problem.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +169,26 @@ def _findings_to_problems(findings: list[Finding], doc: Document, filename: str)
     return problems
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Loading creates tens of thousands of small acyclic objects (YAML nodes, values, models); the cyclic GC
+    # rescanning them over and over made a 10,000-node spec load 36x slower than a 1,000-node one.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def parse_cluster(text: str | bytes, filename: str) -> tuple[Cluster, list[Problem]]:
     """Validate spec text; return the cluster and its lint warnings, or raise SpecError with every problem."""
+    with _gc_paused():
+        return _parse_cluster(text, filename)
+
+
+def _parse_cluster(text: str | bytes, filename: str) -> tuple[Cluster, list[Problem]]:
     try:
         doc = load_yaml(text, filename)
     except YamlProblems as exc:

@@ -131,6 +131,7 @@ def _nodes(c: Cluster) -> Iterator[Finding]:
     macs: dict[str, int] = {}
     names: dict[str, int] = {}
     addresses: dict[str, int] = {}
+    net, gateway = c.gateway.net, c.gateway.ip  # parsed once: this loop runs for every node
     for i, node in enumerate(c.nodes.known):
         if node.mac in macs:
             yield ("nodes", "known", i, "mac"), f"{node.mac} is also node {macs[node.mac]}", "each node once"
@@ -142,9 +143,9 @@ def _nodes(c: Cluster) -> Iterator[Finding]:
         names.setdefault(name, i)
         if node.address is not None:
             ip = ipaddress.IPv4Address(node.address)
-            if ip not in c.gateway.net:
-                yield ("nodes", "known", i, "address"), f"{ip} is not inside {c.gateway.net}", ""
-            elif ip == c.gateway.ip:
+            if ip not in net:
+                yield ("nodes", "known", i, "address"), f"{ip} is not inside {net}", ""
+            elif ip == gateway:
                 yield ("nodes", "known", i, "address"), f"{ip} is the gateway's address", ""
             if node.address in addresses:
                 yield ("nodes", "known", i, "address"), f"{ip} is also node {addresses[node.address]}'s address", ""
