@@ -131,12 +131,23 @@ def _scan(dirfd: int, where: str, dev: int, out: list[CapFinding]) -> None:
             out.append(CapFinding(path, caps, permitted, stat.S_IMODE(st.st_mode), st.st_uid))
 
 
+def _exists(target: Path, client_root: str) -> bool:
+    if not target.is_dir():
+        return False
+    with TargetRoot(target) as root:
+        opened = root.open_dir(split_path(client_root))
+    if opened is None:
+        return False
+    os.close(opened[0])
+    return True
+
+
 def capability_changes(target: Path, client_root: str, remedy: str) -> list[Change]:
     """Extra plan Changes carrying out `remedy` for what `scan_capabilities` finds (none if nothing needs it)."""
     if remedy not in REMEDIES:
         raise CapabilityError(f"deploy.capabilities: unknown remedy {remedy!r} (choose one of {', '.join(REMEDIES)})")
-    if remedy == "none":
-        return []
+    if remedy == "none" or not _exists(target, client_root):
+        return []  # nothing deployed into the client root yet, so nothing relies on capabilities there
     findings = scan_capabilities(target, client_root)
     changes: list[Change] = []
     with TargetRoot(target) as root:
