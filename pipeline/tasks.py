@@ -262,3 +262,31 @@ def _check() -> TaskFailed | None:
 def task_check() -> dict[str, Any]:
     """Fail when the committed generated/ files or the schema are stale (for CI on pull requests)."""
     return {"actions": [_check], "uptodate": [False], "verbosity": 2}
+
+
+def _cli(argv: list[str], ok: tuple[int, ...] = (0,)) -> TaskFailed | None:
+    from pipeline.cli import main
+
+    code = main(["-f", str(WS.spec_file), *argv])
+    return None if code in ok else TaskFailed(f"nfsroot {' '.join(argv)} exited with {code}")
+
+
+def task_plan() -> dict[str, Any]:
+    """Dry run: what `apply` would change in the target root (deploy.root), with reasons and diffs."""
+    # Exit code 2 only means "there are changes", which is the point of a plan, not a failure.
+    return {
+        "actions": [(_cli, [["plan", "--build", str(WS.build)], (0, 2)])],
+        "task_dep": ["build"],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def task_apply() -> dict[str, Any]:
+    """Make the target root match build/: atomic, idempotent, with backups; reloads exports only if they changed."""
+    return {
+        "actions": [(_cli, [["apply", "--build", str(WS.build)]])],
+        "task_dep": ["build"],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
