@@ -238,7 +238,14 @@ def task_schema() -> dict[str, Any]:
 
 def task_build() -> dict[str, Any]:
     """Validate cluster.yaml and build everything into build/ (the default task)."""
-    return {"actions": None, "task_dep": ["spec", "render", "manifest", "review", "schema"]}
+    return {"actions": None, "task_dep": ["spec", "render", "manifest", "review", "schema"], "clean": [_remove_build]}
+
+
+def _remove_build() -> None:
+    # Staged files are not doit targets (their names depend on content), so clean removes the whole tree.
+    import shutil
+
+    shutil.rmtree(WS.build, ignore_errors=True)
 
 
 def _check() -> TaskFailed | None:

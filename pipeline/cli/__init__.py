@@ -24,7 +24,9 @@ AREAS = ("spec", "initrd", "deploy", "boottest")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nfsroot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="nfsroot", description="Inspect, validate and deploy what nfsroot-pipeline builds from cluster.yaml."
+    )
     parser.add_argument("-f", "--file", default="cluster.yaml", help="the cluster spec (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for area in AREAS:
