@@ -137,6 +137,8 @@ def scan(handle: BinaryIO, where: str, size: int | None = None) -> Iterator[Segm
         handle.seek(pos)
         head = handle.read(8)
         compression = Compression.detect(head)
+        if compression is None and head.startswith(b"070707"):
+            raise ArchiveError(f"{where}: offset {pos}: old portable (odc) cpio format; the kernel reads only newc")
         if compression is None:
             raise ArchiveError(
                 f"{where}: offset {pos}: neither a cpio archive (070701) nor known compressed data: {head!r}"
