@@ -55,6 +55,8 @@ def record(node: FakeNode, node_id: str = NODE_ID) -> dict[str, str]:
 def assert_booted(node: FakeNode, result: Boot, node_id: str = NODE_ID, hostname: str | None = None) -> None:
     hostname = hostname or f"worker-node-{node_id}"
     assert result.returncode == 0, result.stderr
+    # Nothing from the shell itself (no "not found"): at most our log, when /dev/kmsg is missing.
+    assert all(line.startswith("nfsroot: ") for line in result.stderr.splitlines()), result.stderr
     d = node.node_dir(node_id)
     assert (d / "hostname").read_text() == hostname + "\n"
     assert (d / "hosts").read_text() == SKEL_HOSTS + f"127.0.0.1 {hostname}\n::1 {hostname}\n"
@@ -388,3 +390,15 @@ def test_hostile_but_valid_spec_boots(shell: str, tmp_path: Path) -> None:
     assert (node.gateway / f"-b/.../{NODE_ID}/h").read_text().endswith(f"::1 {name}\n")
     assert (node.gateway / "srv/@a+b/.x/h/--/-x").read_text() == "dash-x\n"
     assert (node.gateway / f"srv/@a+b/.x/{NODE_ID}/nfsroot-boot").read_text().endswith("result=ok\n")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_spec_without_seeded_symlinks(shell: str, tmp_path: Path) -> None:
+    # The seed's own shape: only hostname and hosts are symlinked, so the script has no seeding code.
+    node = FakeNode(
+        tmp_path,
+        cluster_from(spec(symlinks={"/etc/hostname": "/var/local/hostname", "/etc/hosts": "/var/local/hosts"})),
+    )
+    result = boot(node, shell, {"BOOTIF": "01-00-23-24-94-34-ae"})
+    assert_booted(node, result)
+    assert sorted(p.name for p in node.node_dir().iterdir()) == ["cmdline", "hostname", "hosts", "nfsroot-boot"]
