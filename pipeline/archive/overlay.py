@@ -9,7 +9,7 @@ loaded its functions, and the initrd may have klibc's sh instead of busybox.
 The overlay is written uncompressed. It is a few kilobytes, so compression would gain nothing a boot would
 notice; a plain archive needs no decompressor in the kernel, reads with any cpio, and hashes to a stable
 name. The kernel recognises a plain archive only at a 4-byte-aligned offset: pxelinux pads every initrd but
-the last to 4 KiB, and `concatenate` pads the same way for boot loaders that take one file.
+the last to 4 KiB; a boot loader that takes one file needs the distro initrd padded to 4 bytes first.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import shlex
 from collections.abc import Sequence
 
 from pipeline.archive.cpio import Entry, Kind, write_archive
@@ -41,9 +42,13 @@ def _check_script_name(name: str) -> None:
         raise ArchiveError(f"invalid init-bottom script name {name!r}: use letters, digits, '.', '_', '-'")
 
 
-def order_hook(name: str) -> bytes:
-    """The /conf/conf.d/ snippet that appends `name`'s ORDER lines to /scripts/init-bottom/ORDER if missing."""
+def order_hook(name: str, *, root: str = "") -> bytes:
+    """The /conf/conf.d/ snippet that appends `name`'s ORDER lines to /scripts/init-bottom/ORDER if missing.
+
+    `root` prefixes the paths the snippet reads and writes (not the lines it adds): for tests outside a chroot.
+    """
     _check_script_name(name)
+    order, script = shlex.quote(f"{root}/{ORDER}"), shlex.quote(f"{root}/{INIT_BOTTOM}/{name}")
     var = re.sub(r"[^A-Za-z0-9_]", "_", name)
     lines = order_lines(name).decode().splitlines()
     return f"""\
@@ -51,15 +56,15 @@ def order_hook(name: str) -> bytes:
 # Sourced by /init before anything else (only shell built-ins are safe here); appends the script to ORDER
 # unless it is listed already, so it works whatever the distro initrd's ORDER holds.
 _nfsroot_{var}_seen=
-if [ -r /{ORDER} ]; then
+if [ -r {order} ]; then
 	while read -r _nfsroot_{var}_line; do
 		case "$_nfsroot_{var}_line" in
 		"/{INIT_BOTTOM}/{name} "*) _nfsroot_{var}_seen=y ;;
 		esac
-	done < /{ORDER}
+	done < {order}
 fi
-if [ -z "$_nfsroot_{var}_seen" ] && [ -f /{INIT_BOTTOM}/{name} ]; then
-	printf '%s\\n' '{lines[0]}' '{lines[1]}' >> /{ORDER}
+if [ -z "$_nfsroot_{var}_seen" ] && [ -f {script} ]; then
+	printf '%s\\n' '{lines[0]}' '{lines[1]}' >> {order}
 fi
 unset _nfsroot_{var}_seen _nfsroot_{var}_line
 """.encode()
