@@ -35,9 +35,9 @@ def make_node(tmp_path: Path, **changes: Any) -> FakeNode:
     return node
 
 
-def boot(node: FakeNode, shell: str, env: dict[str, str] | None = None, kmsg: bool = True) -> Boot:
+def boot(node: FakeNode, shell: str, env: dict[str, str] | None = None, kmsg: bool = True, tools: str = "host") -> Boot:
     before = node.root_snapshot()
-    result = node.boot(shell, render_bootscript(node.cluster), env, kmsg=kmsg)
+    result = node.boot(shell, render_bootscript(node.cluster), env, kmsg=kmsg, tools=tools)
     # Whatever happened, nothing was written to the read-only root: its only change is the mounts.
     after = node.root_snapshot()
     mounted = {path for path, kind in after.items() if kind == "mounted"}
@@ -52,7 +52,9 @@ def record(node: FakeNode, node_id: str = NODE_ID) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines)
 
 
-def assert_booted(node: FakeNode, result: Boot, node_id: str = NODE_ID, hostname: str | None = None) -> None:
+def assert_booted(
+    node: FakeNode, result: Boot, node_id: str = NODE_ID, hostname: str | None = None, tools: str = "host"
+) -> None:
     hostname = hostname or f"worker-node-{node_id}"
     assert result.returncode == 0, result.stderr
     # Nothing from the shell itself (no "not found"): at most our log, when /dev/kmsg is missing.
@@ -61,7 +63,10 @@ def assert_booted(node: FakeNode, result: Boot, node_id: str = NODE_ID, hostname
     assert (d / "hostname").read_text() == hostname + "\n"
     assert (d / "hosts").read_text() == SKEL_HOSTS + f"127.0.0.1 {hostname}\n::1 {hostname}\n"
     assert (d / "cmdline").read_text() == (node.proc / "cmdline").read_text()
-    assert f"hostname {hostname}" in result.calls
+    if tools == "klibc":  # no hostname program: straight to the kernel
+        assert (node.proc / "sys/kernel/hostname").read_text() == hostname + "\n"
+    else:
+        assert f"hostname {hostname}" in result.calls
     assert record(node, node_id)["result"] == "ok"
     assert record(node, node_id)["hostname"] == hostname
     assert not [p for p in node.gateway.rglob("*") if "nfsroot-tmp" in p.name]
@@ -402,3 +407,26 @@ def test_spec_without_seeded_symlinks(shell: str, tmp_path: Path) -> None:
     result = boot(node, shell, {"BOOTIF": "01-00-23-24-94-34-ae"})
     assert_booted(node, result)
     assert sorted(p.name for p in node.node_dir().iterdir()) == ["cmdline", "hostname", "hosts", "nfsroot-boot"]
+
+
+@pytest.mark.parametrize(
+    ("shell", "tools"), [("busybox", "busybox"), ("klibc", "klibc"), ("dash", "klibc"), ("busybox", "klibc")]
+)
+def test_with_only_the_tools_of_an_initramfs(shell: str, tools: str, tmp_path: Path) -> None:
+    # busybox's applets, or klibc's few tools (no cp, rm, chmod, hostname, tr), instead of the host's.
+    node = make_node(tmp_path)
+    node.fail_mount(f"/workers/{NODE_ID}", 1)
+    env = {"BOOTIF": "01-00-23-24-94-34-AE"}
+    first = boot(node, shell, env, tools=tools)
+    assert_booted(node, first, tools=tools)
+    assert "sleep 1" in first.calls
+    key = node.node_dir() / "ssh" / "ssh_host_ed25519_key"
+    assert key.read_text() == "PRIVATE\n"
+    assert key.stat().st_mode & 0o777 == 0o600
+    if tools == "klibc":
+        assert any(line.endswith("with mode 0600 (no cp in this initramfs)") for line in first.kmsg)
+    (node.node_dir() / "adjtime").write_text("node's own\n")
+    node.reboot()
+    second = boot(node, shell, env, tools=tools)
+    assert_booted(node, second, tools=tools)
+    assert (node.node_dir() / "adjtime").read_text() == "node's own\n"

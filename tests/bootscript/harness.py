@@ -27,7 +27,13 @@ HERE = Path(__file__).resolve().parent
 STUB_BIN = HERE / "bin"
 STUB_FUNCTIONS = HERE / "functions"
 
-SHELLS: dict[str, list[str]] = {"dash": ["dash"], "busybox": ["busybox", "sh"]}
+SHELLS: dict[str, list[str]] = {
+    "dash": ["dash"],
+    "busybox": ["busybox", "sh"],
+    # klibc's own sh: what runs the script in an initramfs built without busybox.
+    "klibc": ["/usr/lib/klibc/bin/sh"],
+}
+KLIBC_BIN = Path("/usr/lib/klibc/bin")
 
 GATEWAY = "192.168.0.254"
 MAC = "00:23:24:94:34:ae"
@@ -79,9 +85,9 @@ def require_program(name: str) -> str:
 
 
 def shell_argv(shell: str) -> list[str]:
-    argv = SHELLS[shell]
-    require_program(argv[0])
-    return argv
+    # Absolute: the script's PATH may hold no shell at all.
+    program, *args = SHELLS[shell]
+    return [require_program(program), *args]
 
 
 def spec(**changes: Any) -> dict[str, Any]:
@@ -149,7 +155,14 @@ class FakeNode:
         self.kmsg = base / "kmsg"
         self.log = base / "calls.log"
         self.fail = base / "fail"
-        for d in (self.root, self.gateway, self.proc, self.sys / "class" / "net", self.run, self.fail):
+        for d in (
+            self.root,
+            self.gateway,
+            self.proc / "sys" / "kernel",
+            self.sys / "class" / "net",
+            self.run,
+            self.fail,
+        ):
             d.mkdir(parents=True)
         # The read-only root: mount points and the skeleton of the symlinked files.
         for w in cluster.writable:
@@ -215,13 +228,48 @@ class FakeNode:
                 found[rel] = path.read_text()
         return found
 
-    def boot(self, shell: str, script: bytes, env: dict[str, str] | None = None, kmsg: bool = True) -> Boot:
+    def tool_path(self, tools: str) -> str:
+        """PATH for the script: the stubs, then the host's tools, busybox's applets only, or klibc's only
+        (no cp, rm, hostname, tr: the script must cope)."""
+        if tools == "host":
+            return f"{STUB_BIN}:/usr/bin:/bin"
+        bindir = self.base / f"{tools}-bin"
+        stubs = self.base / f"{tools}-stubs"
+        if not bindir.exists():
+            bindir.mkdir()
+            stubs.mkdir()
+            if tools == "busybox":
+                busybox = require_program("busybox")
+                listed = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
+                for applet in listed.stdout.split():
+                    (bindir / applet).symlink_to(busybox)
+                for stub in STUB_BIN.iterdir():
+                    (stubs / stub.name).symlink_to(stub)
+            elif tools == "klibc":
+                require_program(str(KLIBC_BIN / "sh"))
+                for tool in KLIBC_BIN.iterdir():
+                    (bindir / tool.name).symlink_to(tool)
+                for stub in STUB_BIN.iterdir():
+                    if stub.name != "hostname":  # klibc has none: the script writes /proc instead
+                        (stubs / stub.name).symlink_to(stub)
+            else:
+                raise ValueError(tools)
+        return f"{stubs}:{bindir}"
+
+    def boot(
+        self,
+        shell: str,
+        script: bytes,
+        env: dict[str, str] | None = None,
+        kmsg: bool = True,
+        tools: str = "host",
+    ) -> Boot:
         script_path = self.base / "nfsroot"
         script_path.write_bytes(script)
         script_path.chmod(0o755)
         self.kmsg.touch()
         environment = {
-            "PATH": f"{STUB_BIN}:/usr/bin:/bin",
+            "PATH": self.tool_path(tools),
             "rootmnt": str(self.root),
             "NFSROOT_PROC": str(self.proc),
             "NFSROOT_SYS": str(self.sys),
