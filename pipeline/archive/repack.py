@@ -8,6 +8,7 @@ bytes and the arguments: every member gets owner 0:0, the given mtime and a renu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -15,7 +16,7 @@ from typing import IO, BinaryIO
 from pipeline.archive.compression import Compression
 from pipeline.archive.cpio import CpioWriter, Entry, Kind, Member, encode_name, normalize_name
 from pipeline.archive.overlay import INIT_BOTTOM, ORDER, order_lines
-from pipeline.archive.segments import Progress, SegmentStream, _ProgressHandle, open_initrd, split_segments
+from pipeline.archive.segments import Progress, SegmentStream, _ProgressHandle, open_initrd, segment_offsets
 from pipeline.errors import ArchiveError
 from pipeline.fsutil import atomic_writer
 
@@ -139,17 +140,16 @@ def repack(
     for entry in extra:
         if entry.inode:
             raise ArchiveError(f"repack: extra file {entry.name!r} cannot be a hard link")
-    segments = split_segments(distro_initrd)
-    main = segments[-1]
+    main_offset, main_compression = segment_offsets(distro_initrd)[-1]
     with open_initrd(distro_initrd) as raw, atomic_writer(out, 0o644) as dest:
-        total = main.end
+        total = raw.seek(0, os.SEEK_END)
         handle: BinaryIO = _ProgressHandle(raw, total, progress) if progress else raw  # type: ignore[assignment]
-        _copy_range(handle, dest, main.offset)
-        if not comp and main.offset % 4:
-            dest.write(b"\0" * (-main.offset % 4))
+        _copy_range(handle, dest, main_offset)
+        if not comp and main_offset % 4:
+            dest.write(b"\0" * (-main_offset % 4))
         encoder = comp.open_writer(dest, level=level, threads=threads)
         rewriter = _Rewriter(CpioWriter(encoder, mtime=mtime), extra)
-        stream = SegmentStream(handle, main.offset, main.compression, str(distro_initrd))
+        stream = SegmentStream(handle, main_offset, main_compression, str(distro_initrd))
         for member in stream.members():
             rewriter.copy(member, stream.archive)
         rewriter.finish()

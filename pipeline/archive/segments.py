@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.archive.compression import CHUNK, Compression
+from pipeline.archive.compression import CHUNK, Compression, zstd_frame_end
 from pipeline.archive.cpio import ArchiveReader, Member, _Input
 from pipeline.errors import ArchiveError
 
@@ -116,6 +116,19 @@ class SegmentStream:
         self._segment = Segment(self.offset, decoded.end - self.offset, self.compression, count, archives)
 
 
+def segment_offsets(path: Path) -> list[tuple[int, Compression]]:
+    """Where each segment starts and how it is compressed, fast: zstd frames are skipped, not decoded.
+
+    For repack, which only needs to know where the main (last) segment starts; use split_segments for
+    entry counts.
+    """
+    found = []
+    with open_initrd(path) as handle:
+        for stream in scan(handle, str(path), fast=True):
+            found.append((stream.offset, stream.compression))
+    return found
+
+
 def _skip_zeros(handle: BinaryIO, pos: int) -> int:
     handle.seek(pos)
     while chunk := handle.read(CHUNK):
@@ -126,8 +139,12 @@ def _skip_zeros(handle: BinaryIO, pos: int) -> int:
     return pos
 
 
-def scan(handle: BinaryIO, where: str, size: int | None = None) -> Iterator[SegmentStream]:
-    """Yield each segment of an initrd in turn; each must be read to its end before the next is yielded."""
+def scan(handle: BinaryIO, where: str, size: int | None = None, *, fast: bool = False) -> Iterator[SegmentStream]:
+    """Yield each segment of an initrd in turn; each must be read to its end before the next is yielded.
+
+    With `fast`, the caller does not read the segments: a zstd frame is skipped by its block headers and
+    anything else is read here (so its contents are still checked).
+    """
     if size is None:
         size = handle.seek(0, os.SEEK_END)
     pos = _skip_zeros(handle, 0)
@@ -151,6 +168,12 @@ def scan(handle: BinaryIO, where: str, size: int | None = None) -> Iterator[Segm
         compression.check_supported()
         stream = SegmentStream(handle, pos, compression, where)
         yield stream
+        if fast and compression is Compression.ZSTD:
+            pos = _skip_zeros(handle, zstd_frame_end(handle, pos))
+            continue
+        if fast:
+            for _ in stream.members():
+                pass
         pos = _skip_zeros(handle, stream.segment.end)
 
 
