@@ -430,3 +430,15 @@ def test_with_only_the_tools_of_an_initramfs(shell: str, tools: str, tmp_path: P
     second = boot(node, shell, env, tools=tools)
     assert_booted(node, second, tools=tools)
     assert (node.node_dir() / "adjtime").read_text() == "node's own\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_generated_file_whose_content_cannot_be_read_is_not_written(shell: str, tmp_path: Path) -> None:
+    node = make_node(tmp_path, boot={"merge": {"on_failure": "continue"}})
+    (node.proc / "cmdline").unlink()
+    (node.proc / "cmdline").mkdir()  # cat fails on it, as it would on an unreadable /proc
+    result = boot(node, shell, {"BOOTIF": "01-00-23-24-94-34-ae"})
+    assert result.returncode == 0
+    assert not (node.node_dir() / "cmdline").exists()
+    assert (node.node_dir() / "hosts").exists()
+    assert record(node)["result"] == "failed: cannot write /var/local/cmdline"
