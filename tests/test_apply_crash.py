@@ -134,15 +134,17 @@ def test_sigkill_at_arbitrary_moments_never_leaves_a_partial_file(tmp_path: Path
     def start(target: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-c", script, str(build), str(target)], env=env)
 
-    clock = time.monotonic()
-    start(make_tree(tmp_path / "timing", {"/srv/tftp/initrd.img": big_old})).wait()
-    duration = time.monotonic() - clock
     interrupted = 0
-    for n in range(12):
+    for n in range(8):
         target = make_tree(tmp_path / f"t{n}", {"/srv/tftp/initrd.img": big_old})
         initial = snapshot(target)
         proc = start(target)
-        time.sleep(duration * (0.45 + 0.05 * n))  # python start-up takes the first part
+        # Python start-up time varies with load; wait until the apply has begun writing (its first
+        # directory appears), then let it run a little longer each time before the SIGKILL.
+        deadline = time.monotonic() + 30
+        while not (target / "etc").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.005 * n)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         data = (target / "srv/tftp/initrd.img").read_bytes()
@@ -155,5 +157,5 @@ def test_sigkill_at_arbitrary_moments_never_leaves_a_partial_file(tmp_path: Path
         if snapshot(target) != initial:
             assert old_sha in _contents(target), f"the original initrd was lost (try {n})"
         shutil.rmtree(target)
-    print(f"sigkill: {interrupted}/12 kills landed inside an apply of {duration:.2f}s")
-    assert interrupted >= 1, f"no kill landed inside the apply (a full apply took {duration:.2f}s)"
+    print(f"sigkill: {interrupted}/8 kills landed inside an apply")
+    assert interrupted >= 2, f"only {interrupted} of 8 kills landed inside the apply"

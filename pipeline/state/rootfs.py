@@ -44,23 +44,6 @@ def join_path(parts: tuple[str, ...] | list[str]) -> str:
     return "/" + "/".join(parts)
 
 
-def _normalise(parts: list[str], display: str, link: str, root: Path) -> list[str]:
-    """Apply `.` and `..` lexically; valid because every prefix we hold is already symlink-free."""
-    out: list[str] = []
-    for part in parts:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not out:
-                raise UnsafePathError(
-                    f"{display}: a symlink in the target ({link}) leads out of the target root {root}; refusing"
-                )
-            out.pop()
-        else:
-            out.append(part)
-    return out
-
-
 class TargetRoot:
     """An open target root directory; use as a context manager so its descriptor is closed."""
 
@@ -89,23 +72,35 @@ class TargetRoot:
         """Where a gateway path lives on this machine (for messages and read-only reporting only)."""
         return self.path.joinpath(*split_path(path))
 
-    def _link_parts(self, link: str, resolved: list[str], name: str, rest: list[str], display: str) -> list[str]:
-        where = join_path([*resolved, name])
-        shown = f"{where} -> {link}"
-        if not link.startswith("/"):
-            return _normalise(resolved + link.split("/") + rest, display, shown, self.path)
+    def _absolute_link(self, link: str, where: str, display: str) -> list[str]:
+        """Components, relative to the root, of an absolute link text; refused if it names a place outside."""
         if self.real == "/":
-            return _normalise(link.split("/") + rest, display, shown, self.path)
+            return link.split("/")
         if link == self.real or link.startswith(self.real + "/"):
-            return _normalise(link[len(self.real) :].split("/") + rest, display, shown, self.path)
+            return link[len(self.real) :].split("/")
         raise UnsafePathError(
             f"{display}: {where} in the target is a symlink to {link}, outside the target root {self.path}; refusing"
         )
+
+    def _open_real(self, resolved: list[str], display: str) -> int:
+        """Reopen a symlink-free directory path from the root (after `..` climbed out of the current one)."""
+        fd = os.dup(self.fd)
+        for name in resolved:
+            try:
+                nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                os.close(fd)
+                raise UnsafePathError(f"{display}: {join_path(resolved)} changed while resolving") from exc
+            os.close(fd)
+            fd = nfd
+        return fd
 
     def open_dir(self, parts: tuple[str, ...], display: str | None = None) -> tuple[int, tuple[str, ...]] | None:
         """Open the directory at root-relative `parts`; None if a component is missing.
 
         Returns a new descriptor (the caller closes it) and the symlink-free path it was reached by.
+        Symlinks are resolved the way the kernel would, one component at a time: `..` only ever climbs the
+        symlink-free prefix already walked, so a link text cannot hide an escape behind another link.
         Raises ParentNotDirectory when a component is a file, UnsafePathError when a symlink leaves the root.
         """
         shown = display or join_path(parts)
@@ -113,9 +108,22 @@ class TargetRoot:
         resolved: list[str] = []
         fd = os.dup(self.fd)
         hops = 0
+        last_link = ""
         try:
             while pending:
                 name = pending.pop(0)
+                if name in ("", "."):
+                    continue
+                if name == "..":
+                    if not resolved:
+                        raise UnsafePathError(
+                            f"{shown}: a symlink in the target ({last_link}) leads out of the target root "
+                            f"{self.path}; refusing"
+                        )
+                    resolved.pop()
+                    os.close(fd)
+                    fd = self._open_real(resolved, shown)
+                    continue
                 try:
                     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
@@ -126,11 +134,15 @@ class TargetRoot:
                     if hops > MAX_SYMLINK_HOPS:
                         raise UnsafePathError(f"{shown}: too many levels of symlinks in the target")
                     link = os.readlink(name, dir_fd=fd)
-                    # A relative link text is relative to the directory holding the link.
-                    pending = self._link_parts(link, resolved, name, pending, shown)
-                    os.close(fd)
-                    fd = os.dup(self.fd)
-                    resolved = []
+                    where = join_path([*resolved, name])
+                    last_link = f"{where} -> {link}"
+                    if link.startswith("/"):
+                        pending = self._absolute_link(link, where, shown) + pending
+                        resolved = []
+                        os.close(fd)
+                        fd = os.dup(self.fd)
+                    else:  # relative to the directory holding the link, which `fd` still is
+                        pending = link.split("/") + pending
                     continue
                 if not stat.S_ISDIR(st.st_mode):
                     raise ParentNotDirectory(shown, join_path([*resolved, name]))
