@@ -1,0 +1,144 @@
+"""The boot test end to end: client root, TFTP directory, NFS server, QEMU nodes, verdicts.
+
+Layout of the work directory (kept after the run for inspection; emptied at the start of the next one):
+```
+WORKDIR/tftp/          what QEMU's TFTP server serves
+WORKDIR/clientroot/    the read-only root share (the busybox test client root)
+WORKDIR/shares/<n>/    one empty directory per other share (the writable ones get written into)
+WORKDIR/nfs/           ganesha.conf and the server logs
+WORKDIR/logs/          <node id>.serial.log and <node id>.qemu.log
+```
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.boottest import qemu
+from pipeline.boottest.clientroot import ClientRootLayout, build_client_root
+from pipeline.boottest.errors import BootTestError
+from pipeline.boottest.nfsserver import Export, NfsServer, nfs_server
+from pipeline.boottest.proc import network_sandbox
+from pipeline.boottest.target import DEFAULT_TEST_MACS, NODE, BootTarget, from_cluster
+from pipeline.boottest.tftp import assemble_tftp
+from pipeline.boottest.verdict import NodeResult, gateway_checks, guest_checks, parse_report
+from pipeline.spec.model import Cluster
+
+
+@dataclass(frozen=True)
+class BootOptions:
+    parallel: bool = True
+    vm: qemu.VmSettings = field(default_factory=qemu.VmSettings)
+    network: str = "auto"  # "netns", "host" or "auto"; see proc.network_sandbox
+    with_rpcbind: bool = True  # False only to test the diagnosis of a missing rpcbind
+    # Called once the NFS server is up, before any node boots (tests use it to break things on purpose).
+    before_boot: Callable[[NfsServer], None] | None = None
+
+
+@dataclass
+class BootRun:
+    """What one harness run produced: per-node results plus the notes the harness wants the user to see."""
+
+    results: list[NodeResult]
+    notes: list[str]
+    workdir: Path
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and all(r.ok for r in self.results)
+
+
+def _share_dir_name(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", path.strip("/")) or "root"
+
+
+def _prepare_shares(target: BootTarget, workdir: Path, client_root: Path) -> dict[str, Path]:
+    exports: dict[str, Path] = {}
+    for share in sorted(target.shares):
+        exports[share] = client_root if share == target.root_share else workdir / "shares" / _share_dir_name(share)
+        exports[share].mkdir(parents=True, exist_ok=True)
+    # What `apply` creates on the gateway before any node boots: shared writable directories, and the
+    # parents of the per-node ones (the boot script creates each node's own directory).
+    for w in target.writable:
+        gateway_path = posixpath.dirname(w.export) if w.per_node else w.export
+        if NODE in gateway_path:
+            raise BootTestError(f"writable mount {w.mount}: the node id must be the last part of {w.export}")
+        holder = target.share_of(gateway_path)
+        if holder is None:
+            raise BootTestError(f"writable mount {w.mount}: {w.export} is under no share")
+        rel = posixpath.relpath(gateway_path, holder)
+        if rel != ".":
+            (exports[holder] / rel).mkdir(parents=True, exist_ok=True)
+    return exports
+
+
+def _result(target: BootTarget, exports: dict[str, Path], run: qemu.VmRun) -> NodeResult:
+    report = parse_report(run.text)
+    result = NodeResult(run.node.mac, run.node.id, run.node.hostname, run.serial_log, failure=run.failure)
+    result.timings = dict(run.milestones)
+    if run.finished is not None:
+        result.timings["exit"] = run.finished
+    result.report = report
+    result.checks = guest_checks(target, run.node, report) + gateway_checks(target, exports, run.node)
+    return result
+
+
+def boot_target(target: BootTarget, workdir: Path, options: BootOptions = BootOptions()) -> BootRun:
+    """Boot every node of `target` against a fresh NFS server; servers and VMs are stopped before returning."""
+    if not target.nodes:
+        raise BootTestError("no nodes to boot")
+    if len({n.id for n in target.nodes}) != len(target.nodes):
+        raise BootTestError("two test nodes share a MAC")
+    # Only ever emptied while no server exports it (a live export must not lose files under it).
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    logs = workdir / "logs"
+    logs.mkdir()
+    layout = ClientRootLayout(dict(target.symlinks), [w.mount for w in target.writable])
+    client_root = build_client_root(workdir / "clientroot", layout)
+    exports = _prepare_shares(target, workdir, client_root)
+    tftp = assemble_tftp(target, workdir / "tftp")
+    notes = list(tftp.notes)
+    qemu.check_qemu()
+    results: list[NodeResult] = []
+    with network_sandbox(options.network) as sandbox:
+        notes.append(f"servers and nodes ran in {sandbox.describe()}")
+        share_list = [Export(p, exports[p], target.shares[p]) for p in sorted(exports)]
+        with nfs_server(share_list, workdir / "nfs", sandbox, with_rpcbind=options.with_rpcbind) as server:
+            if options.before_boot is not None:
+                options.before_boot(server)
+            batches: Sequence[Sequence[object]] = [target.nodes] if options.parallel else [[n] for n in target.nodes]
+            for batch in batches:
+                nodes = [n for n in target.nodes if n in batch]
+                problem = server.health()
+                if problem:
+                    # Fail fast: a node cannot mount anything from this server.
+                    for node in nodes:
+                        log = logs / f"{node.id}.serial.log"
+                        results.append(
+                            NodeResult(node.mac, node.id, node.hostname, log, failure=f"NFS server: {problem}")
+                        )
+                    continue
+                gw, net = target.gateway, target.network
+                with qemu.running_vms(nodes, tftp.path, logs, sandbox, gw, net, options.vm) as runs:
+                    qemu.watch(runs, options.vm, health=server.health)
+                results.extend(_result(target, exports, run) for run in runs)
+    return BootRun(results, notes, workdir)
+
+
+def run_boottest(
+    build_dir: Path,
+    cluster: Cluster,
+    macs: Sequence[str] = DEFAULT_TEST_MACS,
+    workdir: Path | None = None,
+    options: BootOptions = BootOptions(),
+) -> BootRun:
+    """Boot what `doit` built into `build_dir` for `cluster`, one node per MAC."""
+    target = from_cluster(cluster, build_dir, macs)
+    return boot_target(target, workdir or build_dir / "boottest", options)
