@@ -293,3 +293,39 @@ def test_a_missing_local_target_is_planned_as_empty_and_created(tmp_path: Path) 
     deploy(build, target)
     assert (target / "etc/hosts").read_text() == "x\n"
     assert plan_for(build, target).changes == ()
+
+
+def test_rewrite_initrds_handles_lists_and_append_arguments() -> None:
+    from pipeline.state.rollback import rewrite_initrds
+
+    text = (
+        "LABEL linux\n"
+        "  INITRD initrd.img-6.1.0-21-amd64,nfsroot-aaaa.img\n"
+        "  APPEND root=/dev/nfs initrd=boot/nfsroot-aaaa.img quiet\n"
+        "# nfsroot-aaaa.img in a comment stays\n"
+    )
+    assert rewrite_initrds(text, {"nfsroot-aaaa.img": "nfsroot-bbbb.img"}) == (
+        "LABEL linux\n"
+        "  INITRD initrd.img-6.1.0-21-amd64,nfsroot-bbbb.img\n"
+        "  APPEND root=/dev/nfs initrd=boot/nfsroot-bbbb.img quiet\n"
+        "# nfsroot-aaaa.img in a comment stays\n"
+    )
+
+
+def test_cli_rollback_and_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "t"
+    target.mkdir()
+    deploy(_generation(tmp_path, 1), target)
+    deploy(_generation(tmp_path, 2), target)
+    spec = str(tmp_path / "no-cluster.yaml")
+    assert main(["-f", spec, "rollback", "--target", str(target), "--dry-run"]) == EXIT_OK
+    assert "+  INITRD nfsroot/initrd-1.img" in capsys.readouterr().out
+    assert "initrd-2.img" in (target / "srv/tftp/pxelinux.cfg/default").read_text()
+    assert main(["-f", spec, "rollback", "--target", str(target)]) == EXIT_OK
+    assert "initrd-1.img" in (target / "srv/tftp/pxelinux.cfg/default").read_text()
+    assert main(["-f", spec, "rollback", "--target", str(target), "--steps", "5"]) == EXIT_ERROR
+    assert "no initrd generation 5 back is kept" in capsys.readouterr().err
+    make_tree(target, {"/clients/etc/.keep": ""})
+    assert main(["-f", spec, "audit", "--target", str(target), "--client-root", "/clients", "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["capabilities"] == [] and report["lint"] == []

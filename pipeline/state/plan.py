@@ -51,7 +51,7 @@ def _source(fields: Sequence[str], role: str) -> str:
     return f"from {', '.join(fields)}" if fields else f"role {role}"
 
 
-def text_diff(path: str, old: str | None, new: str | None) -> str | None:
+def text_diff(path: str, old: str | None, new: str | None, new_label: str = "build") -> str | None:
     """A unified diff, or None when either side is not text we can show."""
     if new is None or old is None:
         return None
@@ -59,7 +59,7 @@ def text_diff(path: str, old: str | None, new: str | None) -> str | None:
         old.splitlines(keepends=True),
         new.splitlines(keepends=True),
         fromfile=f"{path} (target)" if old else "/dev/null",
-        tofile=f"{path} (build)",
+        tofile=f"{path} ({new_label})",
     )
     out = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
     return out or None

@@ -101,7 +101,7 @@ def rollback_plan(target: Path, steps: int = 1) -> Plan:
                     sha256=hashlib.sha256(new.encode()).hexdigest(),
                     content=new,
                     backup=True,
-                    diff=text_diff(path, fact.text, new),
+                    diff=text_diff(path, fact.text, new, "rollback"),
                 )
             )
         already = any(name in (t or "") for t in texts for name in mapping.values())
