@@ -241,3 +241,16 @@ def test_extract_stays_inside_dest_whatever_the_archive(
         for name in dirnames + filenames:
             st_ = (Path(dirpath) / name).lstat()
             assert stat.S_ISDIR(st_.st_mode) or stat.S_ISREG(st_.st_mode) or stat.S_ISLNK(st_.st_mode)
+
+
+def test_progress_goes_to_a_terminal_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = tmp_path / "x.img"
+    img.write_bytes(compress(VALID, Compression.ZSTD))
+    assert main(["initrd", "ls", str(img)]) == EXIT_OK
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["initrd", "ls", str(img)]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.err.endswith("reading x.img: 100%\n") and "reading" not in captured.out

@@ -11,13 +11,15 @@ its mode; parents are never created, so an entry whose parent is missing is drop
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.archive.cpio import Kind, Member, is_safe_name
-from pipeline.archive.segments import open_initrd, scan
+from pipeline.archive.segments import Progress, Segment, _ProgressHandle, open_initrd, scan
 from pipeline.errors import UnsafePathError
 
 MAX_SYMLINK_DEPTH = 40  # the kernel's MAXSYMLINKS
@@ -101,6 +103,7 @@ class Tree:
 
     nodes: dict[str, _Inode] = field(default_factory=dict)
     dropped: list[Dropped] = field(default_factory=list)
+    segments: dict[Path, list[Segment]] = field(default_factory=dict)
     _children: dict[str, int] = field(default_factory=dict)
     _links: dict[tuple[int, int, int, int], str] = field(default_factory=dict)
     serial: int = 0
@@ -264,15 +267,23 @@ class Tree:
         return found
 
 
-def build_tree(paths: Sequence[Path], *, safe_names: bool = False) -> Tree:
+def build_tree(
+    paths: Sequence[Path], *, safe_names: bool = False, progress: Callable[[Path], Progress | None] | None = None
+) -> Tree:
     """Unpack, virtually, the initrds `paths` in order (as `INITRD a,b` or `cat a b` with padding would).
 
     With `safe_names`, an absolute name or a ".." component is an UnsafePathError (for extraction).
+    `progress(path)` may return a callback that follows the reading of that file. The segments found are
+    kept in `Tree.segments`, so one pass serves a listing too.
     """
     tree = Tree()
     for path in paths:
-        with open_initrd(path) as handle:
-            for stream in scan(handle, str(path)):
+        with open_initrd(path) as raw:
+            total = raw.seek(0, os.SEEK_END)
+            report = progress(path) if progress else None
+            handle: BinaryIO = _ProgressHandle(raw, total, report) if report else raw  # type: ignore[assignment]
+            found = tree.segments.setdefault(path, [])
+            for stream in scan(handle, str(path), total):
                 source = f"{path.name}@{stream.offset}"
                 archive = 0
                 for member in stream.members():
@@ -292,6 +303,9 @@ def build_tree(paths: Sequence[Path], *, safe_names: bool = False) -> Tree:
                         digest = sha.hexdigest()
                     tree.add(member, source, size, digest)
                 tree.end_archive()
+                found.append(stream.segment)
+            if report:
+                report(total, total)
     return tree
 
 

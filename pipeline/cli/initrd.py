@@ -16,7 +16,6 @@ from pipeline.archive.inspect import (
     segment_lines,
     split_initrd_list,
 )
-from pipeline.archive.segments import split_segments
 from pipeline.archive.tree import build_tree
 from pipeline.cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
 from pipeline.errors import ArchiveError
@@ -61,32 +60,29 @@ def _paths(specs: list[str]) -> list[Path]:
     return [p for spec in specs for p in split_initrd_list(spec)]
 
 
-def _progress(label: str) -> Callable[[int, int], None] | None:
-    """A progress line on stderr, only for a person watching a terminal."""
+def _progress(path: Path) -> Callable[[int, int], None] | None:
+    """A progress line on stderr while reading `path`, only for a person watching a terminal."""
     if not sys.stderr.isatty():
         return None
 
     def show(done: int, total: int) -> None:
         pct = 100 * done // total if total else 100
         end = "\n" if done >= total else ""
-        print(f"\r{label}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
+        print(f"\rreading {path.name}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
 
     return show
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    paths = _paths(args.files)
-    for path in paths:
-        segments = split_segments(path, _progress(f"reading {path.name}"))
-        _emit(segment_lines(path, segments))
-    tree = build_tree(paths)
+    tree = build_tree(_paths(args.files), progress=_progress)
+    _emit(line for path, segments in tree.segments.items() for line in segment_lines(path, segments))
     _emit(listing_lines(tree.entries(), tree.dropped))
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    a = build_tree(split_initrd_list(args.a)).entries()
-    b = build_tree(split_initrd_list(args.b)).entries()
+    a = build_tree(split_initrd_list(args.a), progress=_progress).entries()
+    b = build_tree(split_initrd_list(args.b), progress=_progress).entries()
     changes = diff_trees(a, b)
     _emit(change_lines(changes))
     return EXIT_CHANGES if changes else EXIT_OK
