@@ -100,13 +100,17 @@ class Entry:
     def __post_init__(self) -> None:
         if isinstance(self.data, bytes) and self.size != len(self.data):
             object.__setattr__(self, "size", len(self.data))
+        elif isinstance(self.data, Path) and not self.size:
+            try:
+                object.__setattr__(self, "size", self.data.stat().st_size)
+            except OSError as exc:
+                raise ArchiveError(f"cannot read {self.data} for {self.name}: {exc.strerror}") from None
         if self.kind is Kind.OTHER and self.special not in _SPECIAL_TYPES:
             raise ArchiveError(f"{self.name}: 'other' entries need special= one of S_IFCHR/S_IFBLK/S_IFIFO/S_IFSOCK")
 
     @classmethod
     def file(cls, name: str, data: bytes | Path, mode: int = 0o644, *, inode: int = 0) -> Entry:
-        size = data.stat().st_size if isinstance(data, Path) else len(data)
-        return cls(name, Kind.FILE, mode, data=data, size=size, inode=inode)
+        return cls(name, Kind.FILE, mode, data=data, inode=inode)
 
     @classmethod
     def directory(cls, name: str, mode: int = 0o755) -> Entry:
@@ -400,6 +404,8 @@ class _Sink(Protocol):
 def _check_name(name: str) -> None:
     if not name or name != normalize_name(name) or not is_safe_name(name) or "\0" in name:
         raise ArchiveError(f"invalid entry name {name!r}: use a relative path without '.', '..' or empty parts")
+    if name == TRAILER:
+        raise ArchiveError(f"invalid entry name {name!r}: it marks the end of an archive")
     if len(encode_name(name)) >= PATH_MAX:
         raise ArchiveError(f"entry name too long ({len(name)} characters): {name[:60]}...")
 
