@@ -16,6 +16,7 @@ from tests.bootscript.harness import (
     SKEL_HOSTS,
     Boot,
     FakeNode,
+    ci,
     cluster_from,
     shell_argv,
     spec,
@@ -442,3 +443,30 @@ def test_a_generated_file_whose_content_cannot_be_read_is_not_written(shell: str
     assert not (node.node_dir() / "cmdline").exists()
     assert (node.node_dir() / "hosts").exists()
     assert record(node)["result"] == "failed: cannot write /var/local/cmdline"
+
+
+REAL_FUNCTIONS = Path("/usr/share/initramfs-tools/scripts/functions")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_sourcing_the_real_initramfs_tools_functions(shell: str, tmp_path: Path) -> None:
+    # The script sources /scripts/functions for panic; nothing in it may clash with the script's names.
+    if not REAL_FUNCTIONS.exists():
+        message = f"{REAL_FUNCTIONS} is missing (apt package initramfs-tools)"
+        if ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    node = make_node(tmp_path)
+    env = {"BOOTIF": "01-00-23-24-94-34-ae", "NFSROOT_FUNCTIONS": str(REAL_FUNCTIONS), "quiet": "n", "panic": ""}
+    assert_booted(node, boot(node, shell, env))
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_panic_policy_without_initramfs_tools_panic_still_stops(shell: str, tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    node.fail_mount("/workers/home", "always")
+    env = {"BOOTIF": "01-00-23-24-94-34-ae", "NFSROOT_FUNCTIONS": str(tmp_path / "none")}
+    result = boot(node, shell, env)
+    assert result.returncode == 1
+    assert result.kmsg[-1] == "nfsroot: panic is not available; stopping this script"
+    assert not (node.node_dir() / "hosts").exists()
