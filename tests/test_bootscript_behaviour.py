@@ -159,6 +159,7 @@ def test_exported_device_picks_among_ipconfig_results(shell: str, tmp_path: Path
         "01-00-23-24-94-3g-ae",
         "01-00-00-00-00-00-00",
         "01-00:23-24-94-34-ae",
+        "01-$(touch${IFS}PWNED)-*",
     ],
 )
 def test_malformed_bootif_falls_back_to_the_first_non_loopback_interface(
@@ -174,6 +175,7 @@ def test_malformed_bootif_falls_back_to_the_first_non_loopback_interface(
     assert_booted(node, result, OTHER_ID)
     assert record(node, OTHER_ID)["id_source"] == "interface:eth7"
     assert f"nfsroot: ignoring malformed BOOTIF={bootif} (kernel command line)" in result.kmsg
+    assert not list(tmp_path.rglob("PWNED"))
 
 
 @pytest.mark.parametrize("shell", SHELLS)
