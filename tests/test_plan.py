@@ -11,6 +11,7 @@ from pipeline.state.changes import Change
 from pipeline.state.manifest import ManifestError, load_desired, parse_manifest
 from pipeline.state.plan import PlanOptions
 from pipeline.state.record import STATE_PATH
+from pipeline.state.render import render_text
 from pipeline.state.rootfs import PathConflictError
 from tests.deploy_helpers import D, F, L, deploy, make_build, make_tree, plan_for
 
@@ -232,3 +233,14 @@ def test_initrd_updated_in_place_keeps_the_previous_bytes(tmp_path: Path) -> Non
     update = next(c for c in plan.changes if c.path == "/srv/tftp/initrd.img")
     assert update.keep_as is not None and update.keep_as.startswith("/srv/tftp/initrd.img.")
     assert not update.backup
+
+
+def test_a_filled_directory_we_deployed_is_left_with_a_warning(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.mkdir()
+    deploy(make_build(tmp_path / "b1", {"/workers/home": D()}), target)
+    (target / "workers/home/alice").mkdir()
+    plan = plan_for(make_build(tmp_path / "b2", {"/etc/hosts": "x\n"}), target)
+    assert "remove" not in [c.op for c in plan.changes]
+    assert plan.warnings == ("/workers/home: no longer in the manifest but not empty; left in place",)
+    assert "warning: /workers/home: no longer in the manifest" in render_text(plan)

@@ -274,13 +274,17 @@ def make_plan(
     keep_paths = {p for gen in gens for p in gen}
     desired_paths = {e.path for e in desired.entries}
     removals: list[Change] = []
+    warnings: list[str] = []
     gone = set(record.entries) - desired_paths - keep_paths - extra_paths
     gone |= {p for gen in dropped for p in gen} - desired_paths - keep_paths
     for path in sorted(gone, reverse=True):
         fact = observed.get(path)
         mine = record.entries.get(path, Deployed("file", "initrd"))
-        if fact.kind == "missing" or (fact.kind == "dir" and not fact.empty):
-            continue  # nothing left to remove, or a directory someone filled: leave it
+        if fact.kind == "missing":
+            continue
+        if fact.kind == "dir" and not fact.empty:
+            warnings.append(f"{path}: no longer in the manifest but not empty; left in place")
+            continue
         why = (
             f"older than the {opts.keep_initrds} previous initrds kept (deploy.keep_initrds)"
             if path not in record.entries
@@ -344,4 +348,5 @@ def make_plan(
         observed={p: f.fingerprint for p, f in sorted(observed.facts.items())},
         journal=journal,
         reload_exports=reload_exports,
+        warnings=tuple(warnings),
     )

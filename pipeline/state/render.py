@@ -43,6 +43,9 @@ def _keeps(c: Change) -> list[str]:
 
 def render_text(plan: Plan, target_label: str | None = None, diffs: bool = True) -> str:
     lines = [f'nfsroot plan: cluster "{plan.cluster}", target {target_label or plan.target}', ""]
+    lines.extend(f"warning: {w}" for w in plan.warnings)
+    if plan.warnings:
+        lines.append("")
     if not plan.changes:
         lines.append("No changes. The target matches the build.")
         return "\n".join(lines) + "\n"
