@@ -77,9 +77,19 @@ def _prepare_shares(target: BootTarget, workdir: Path, client_root: Path) -> dic
     return exports
 
 
+def _explain(failure: str | None, serial: str, exports: dict[str, Path]) -> str | None:
+    """Add to a failed NFS root mount what the node asked for and what the server offers."""
+    if failure is None or "NFS root mount" not in failure:
+        return failure
+    match = re.search(r"nfsroot=(\S+)", serial)
+    asked = match.group(1) if match else "?"
+    return f"{failure} [nfsroot={asked}; the server exports {', '.join(sorted(exports))}]"
+
+
 def _result(target: BootTarget, exports: dict[str, Path], run: qemu.VmRun) -> NodeResult:
     report = parse_report(run.text)
-    result = NodeResult(run.node.mac, run.node.id, run.node.hostname, run.serial_log, failure=run.failure)
+    failure = _explain(run.failure, run.text, exports)
+    result = NodeResult(run.node.mac, run.node.id, run.node.hostname, run.serial_log, failure=failure)
     result.timings = dict(run.milestones)
     if run.finished is not None:
         result.timings["exit"] = run.finished
