@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -329,3 +330,22 @@ def test_cli_rollback_and_audit(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["-f", spec, "audit", "--target", str(target), "--client-root", "/clients", "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert report["capabilities"] == [] and report["lint"] == []
+
+
+def test_concurrent_applies_on_one_target_are_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    from pipeline.errors import PipelineError
+
+    build = make_build(tmp_path / "build", {"/etc/hosts": "x\n"})
+    target = tmp_path / "t"
+    target.mkdir()
+    holder = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(PipelineError, match="another nfsroot apply is running"):
+            deploy(build, target)
+    finally:
+        os.close(holder)
+    deploy(build, target)
+    assert (target / "etc/hosts").read_text() == "x\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -315,6 +316,7 @@ def apply_plan(
     # A local deploy.root (the example cluster) may not exist yet; the plan treated it as empty.
     target.mkdir(parents=True, exist_ok=True)
     with TargetRoot(target) as root, _maybe_root(build_dir) as build:
+        _lock(root)
         if opts.verify:
             verify_plan(plan, root)
         payloads = [_content(c, build) for c in plan.changes]  # fail before the first write, not halfway
@@ -337,6 +339,14 @@ def apply_plan(
         for change in final:
             writer.execute(change, _content(change, build))
     return ApplyResult(plan.changes, writer.backup_dir, reloaded)
+
+
+def _lock(root: TargetRoot) -> None:
+    """One apply (or rollback) per target at a time; the lock goes with the root's descriptor."""
+    try:
+        fcntl.flock(root.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise PipelineError(f"another nfsroot apply is running on {root.path}; try again when it is done") from None
 
 
 def _write_journal(writer: _Writer, journal: str) -> None:
