@@ -102,6 +102,7 @@ def test_first_boot_with_bootif(shell: str, tmp_path: Path) -> None:
         "result": "ok",
     }
     # Every step is logged to /dev/kmsg with the prefix; none to the console.
+    assert not (node.run / "nfsroot").exists()  # the temporary mount point is gone
     assert result.kmsg and all(line.startswith("nfsroot: ") for line in result.kmsg)
     assert f"nfsroot: node id {NODE_ID} from BOOTIF (environment)" in result.kmsg
     assert "nfsroot: done: ok" in result.kmsg

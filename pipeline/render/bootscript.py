@@ -162,7 +162,7 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
         if w.per_node:
             head, tail = _split_export(cluster, w)
             share_path = cluster.share(w.share).path
-            if not _under(head, share_path) and head != share_path.rstrip("/") + "/":
+            if not head.startswith(share_path.rstrip("/") + "/"):
                 raise AssertionError(f"per-node export {head}… lies outside share {share_path}")
             relative = NodeDir(head=head[len(share_path.rstrip("/")) :], tail=tail)
             # The first per-node mount of a share decides the options of its temporary mount: they
