@@ -244,3 +244,15 @@ def test_a_filled_directory_we_deployed_is_left_with_a_warning(tmp_path: Path) -
     assert "remove" not in [c.op for c in plan.changes]
     assert plan.warnings == ("/workers/home: no longer in the manifest but not empty; left in place",)
     assert "warning: /workers/home: no longer in the manifest" in render_text(plan)
+
+
+def test_a_directory_entry_met_by_a_symlink_to_a_directory_is_left_alone(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build", {"/clients/lib": D(), "/clients/usr/lib": D()})
+    target = make_tree(tmp_path / "t", {"/clients/usr/lib/.keep": "", "/clients/lib": L("usr/lib")})
+    plan = plan_for(build, target)
+    assert "/clients/lib" not in [c.path for c in plan.changes]
+    assert plan.warnings == ("/clients/lib: is a symlink to a directory (usr/lib); left as is",)
+    deploy(build, target)
+    plan = plan_for(make_build(tmp_path / "b2", {"/clients/usr/lib": D()}), target)
+    assert "remove" not in [c.op for c in plan.changes]
+    assert (target / "clients/lib").is_symlink()

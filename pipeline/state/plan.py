@@ -87,7 +87,9 @@ def _ours(record: Record, path: str, fact: Fact) -> bool:
     return fact.kind == "dir" and mine.kind == "dir" and bool(fact.empty)
 
 
-def _plan_dirs(desired: Desired, observed: Observed, opts: PlanOptions, extra_parents: Iterable[str]) -> list[Change]:
+def _plan_dirs(
+    desired: Desired, observed: Observed, opts: PlanOptions, extra_parents: Iterable[str], warnings: list[str]
+) -> list[Change]:
     wanted: dict[str, Change] = {}
     for entry in desired.entries:
         if isinstance(entry, DirEntry):
@@ -132,6 +134,9 @@ def _plan_dirs(desired: Desired, observed: Observed, opts: PlanOptions, extra_pa
                         reason=f"mode {fact.mode:04o} -> {spec.mode:04o}; {spec.reason}",
                     )
                 )
+        elif fact.kind == "symlink" and fact.is_dir_link:
+            # Replacing a link the OS relies on (merged /usr, /var/run -> /run) would do more harm than good.
+            warnings.append(f"{path}: is a symlink to a directory ({fact.target}); left as is")
         else:
             _replace_dir(path, fact, opts)
             changes.append(
@@ -258,7 +263,8 @@ def make_plan(
     clash = extra_paths & {e.path for e in desired.entries}
     if clash:
         raise PathConflictError(f"{sorted(clash)[0]}: both the manifest and a remedy want to manage this path")
-    dirs = _plan_dirs(desired, observed, opts, [STATE_PATH, *extra_paths])
+    warnings: list[str] = []
+    dirs = _plan_dirs(desired, observed, opts, [STATE_PATH, *extra_paths], warnings)
     leaves: list[Change] = []
     for entry in desired.entries:
         fact = observed.get(entry.path)
@@ -274,7 +280,6 @@ def make_plan(
     keep_paths = {p for gen in gens for p in gen}
     desired_paths = {e.path for e in desired.entries}
     removals: list[Change] = []
-    warnings: list[str] = []
     gone = set(record.entries) - desired_paths - keep_paths - extra_paths
     gone |= {p for gen in dropped for p in gen} - desired_paths - keep_paths
     for path in sorted(gone, reverse=True):
@@ -284,6 +289,11 @@ def make_plan(
             continue
         if fact.kind == "dir" and not fact.empty:
             warnings.append(f"{path}: no longer in the manifest but not empty; left in place")
+            continue
+        if path in record.entries and fact.kind != mine.kind:
+            warnings.append(
+                f"{path}: no longer in the manifest, but now a {fact.kind}, not our {mine.kind}; left in place"
+            )
             continue
         why = (
             f"older than the {opts.keep_initrds} previous initrds kept (deploy.keep_initrds)"
