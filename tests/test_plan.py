@@ -256,3 +256,10 @@ def test_a_directory_entry_met_by_a_symlink_to_a_directory_is_left_alone(tmp_pat
     plan = plan_for(make_build(tmp_path / "b2", {"/clients/usr/lib": D()}), target)
     assert "remove" not in [c.op for c in plan.changes]
     assert (target / "clients/lib").is_symlink()
+
+
+@pytest.mark.parametrize("path", [STATE_PATH, "/var/backups/nfsroot-pipeline/x/etc/hosts"])
+def test_the_manifest_cannot_write_our_record_or_backups(tmp_path: Path, path: str) -> None:
+    build = make_build(tmp_path / "build", {path: "forged\n"})
+    with pytest.raises(PathConflictError, match="may not write into nfsroot-pipeline's own"):
+        plan_for(build, tmp_path)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 from pipeline.state.changes import Change, Op, Plan
 from pipeline.state.manifest import Desired, DirEntry, FileEntry, SymlinkEntry, mode_of
 from pipeline.state.observe import Fact, Observed
-from pipeline.state.record import STATE_PATH, Deployed, Record
+from pipeline.state.record import BACKUP_ROOT, STATE_PATH, Deployed, Record
 from pipeline.state.rootfs import PathConflictError, split_path
 
+OWN_DIRS = (STATE_PATH.rsplit("/", 1)[0], BACKUP_ROOT)  # the record and the backups belong to apply alone
 RECORD_REASON = "record of what nfsroot-pipeline deployed, so later runs remove only their own files"
 
 
@@ -259,6 +260,10 @@ def make_plan(
     extra: Sequence[Change] = (),
 ) -> Plan:
     """Everything that must change in the target for it to match `desired`; pure (no I/O)."""
+    for entry in desired.entries:
+        for path in (entry.path, getattr(entry, "preserve", None)):
+            if path and any(path == own or path.startswith(own + "/") for own in OWN_DIRS):
+                raise PathConflictError(f"{path}: the manifest may not write into nfsroot-pipeline's own {path}")
     extra_paths = {c.path for c in extra}
     clash = extra_paths & {e.path for e in desired.entries}
     if clash:
