@@ -68,10 +68,6 @@ class TargetRoot:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def host_path(self, path: str) -> Path:
-        """Where a gateway path lives on this machine (for messages and read-only reporting only)."""
-        return self.path.joinpath(*split_path(path))
-
     def _absolute_link(self, link: str, where: str, display: str) -> list[str]:
         """Components, relative to the root, of an absolute link text; refused if it names a place outside."""
         if self.real == "/":
