@@ -89,6 +89,10 @@ def test_compression_lookup() -> None:
         Compression.parse("brotli")
     with pytest.raises(ArchiveError, match="lz4-compressed initrd segments are not supported"):
         Compression.LZ4.open_writer(io.BytesIO())
+    with pytest.raises(ArchiveError, match=r"gzip compression level must be 1\.\.9, not 19"):
+        Compression.GZIP.open_writer(io.BytesIO(), level=19)
+    with pytest.raises(ArchiveError, match=r"zstd compression level must be 1\.\.22, not 23"):
+        Compression.ZSTD.open_writer(io.BytesIO(), level=23)
 
 
 @pytest.mark.parametrize("compression", SUPPORTED, ids=lambda c: c.value)

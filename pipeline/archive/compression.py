@@ -107,6 +107,9 @@ class Compression(enum.Enum):
         """
         self.check_supported()
         lvl = self.default_level if level is None else level
+        low, high = _LEVELS[self]
+        if not low <= lvl <= high and self:
+            raise ArchiveError(f"{self.value} compression level must be {low}..{high}, not {lvl}")
         match self:
             case Compression.NONE:
                 return _PlainWriter(out)
@@ -140,6 +143,16 @@ _EXTENSIONS = {
     Compression.LZO: ".lzo",
     Compression.LZ4: ".lz4",
     Compression.ZSTD: ".zst",
+}
+_LEVELS = {
+    Compression.NONE: (0, 0),
+    Compression.GZIP: (1, 9),
+    Compression.BZIP2: (1, 9),
+    Compression.LZMA: (0, 9),
+    Compression.XZ: (0, 9),
+    Compression.LZO: (0, 0),
+    Compression.LZ4: (0, 0),
+    Compression.ZSTD: (1, 22),
 }
 _DEFAULT_LEVEL = {
     Compression.NONE: 0,
