@@ -17,6 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
+import pytest
+
 from pipeline.state.apply import CRASH_ENV, TMP_PREFIX, ApplyOptions
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH
 from tests.deploy_helpers import D, F, L, Spec, deploy, make_build, make_tree, plan_for, record_of, snapshot
@@ -45,12 +47,19 @@ V2: dict[str, Spec] = {
 USER_EDIT = "edited by the admin after v1\n"  # /etc/nfsroot/old-ours, removed by v2: must be kept
 
 
-def _prepared(tmp_path: Path) -> tuple[Path, Path]:
-    """A target holding the originals and a v1 deployment (then edited by hand), and the v2 build."""
+def _prepared(tmp_path: Path, scenario: str) -> tuple[Path, Path, list[str]]:
+    """The target before the apply under test, the build to apply, and the originals that must survive.
+
+    "upgrade": originals plus a v1 deployment (one of its files edited by hand), then v2.
+    "first-deploy": only the originals, then v2.
+    """
     base = make_tree(tmp_path / "base", {**ORIGINALS, "/clients/etc/hosts": "127.0.0.1 localhost\n"})
-    deploy(make_build(tmp_path / "b1", V1), base)
-    (base / "etc/nfsroot/old-ours").write_text(USER_EDIT)
-    return base, make_build(tmp_path / "b2", V2)
+    originals = [*ORIGINALS.values(), "127.0.0.1 localhost\n"]
+    if scenario == "upgrade":
+        deploy(make_build(tmp_path / "b1", V1), base)
+        (base / "etc/nfsroot/old-ours").write_text(USER_EDIT)
+        originals.append(USER_EDIT)
+    return base, make_build(tmp_path / "b2", V2), originals
 
 
 def _state(snap: dict[str, tuple[str, int, int, str]]) -> dict[str, tuple[str, int, str]]:
@@ -82,14 +91,15 @@ def _run_killed(build: Path, target: Path, steps: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def test_killed_after_every_step_is_old_or_new_and_converges(tmp_path: Path) -> None:
-    base, build = _prepared(tmp_path)
+@pytest.mark.parametrize("scenario", ["upgrade", "first-deploy"])
+def test_killed_after_every_step_is_old_or_new_and_converges(tmp_path: Path, scenario: str) -> None:
+    base, build, kept = _prepared(tmp_path, scenario)
     before = _state(snapshot(base))
     reference = tmp_path / "reference"
     shutil.copytree(base, reference, symlinks=True)
     deploy(build, reference)
     after = _state(snapshot(reference))
-    originals = {hashlib.sha256(t.encode()).hexdigest() for t in [*ORIGINALS.values(), USER_EDIT]}
+    originals = {hashlib.sha256(t.encode()).hexdigest() for t in kept}
 
     crashes = 0
     for steps in range(1, 500):
