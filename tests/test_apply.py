@@ -349,3 +349,18 @@ def test_concurrent_applies_on_one_target_are_refused(tmp_path: Path) -> None:
         os.close(holder)
     deploy(build, target)
     assert (target / "etc/hosts").read_text() == "x\n"
+
+
+def test_a_tampered_or_foreign_saved_plan_is_refused(tmp_path: Path) -> None:
+    from pipeline.state.render import PlanFileError
+
+    build = make_build(tmp_path / "build", {"/etc/hosts": "new\n"})
+    target = make_tree(tmp_path / "t", {"/etc/hosts": "old\n"})
+    doc = json.loads(plan_to_json(plan_for(build, target)))
+    doc["changes"][0]["path"] = "/etc/../shadow"
+    with pytest.raises(PlanFileError, match=r"saved.json: not a usable plan file.*'\.\.'"):
+        plan_from_json(json.dumps(doc), "saved.json")
+    other = make_tree(tmp_path / "other", {"/etc/hosts": "old\n"})
+    plan = plan_from_json(plan_to_json(plan_for(build, target)), "saved.json")
+    with pytest.raises(StalePlanError, match="the plan was made for target"):
+        apply_plan(plan, other, build, ApplyOptions(reload_argv=None, verify=True))
