@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import stat
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from pipeline.archive.compression import Compression
-from pipeline.archive.cpio import Entry, Kind, read_entries
+from pipeline.archive.cpio import Entry, Kind, read_entries, write_archive
 from pipeline.archive.initrd import (
     build_overlay,
     build_tree,
@@ -287,3 +288,30 @@ def test_repack_reports_progress(tmp_path: Path) -> None:
     seen: list[tuple[int, int]] = []
     repack(src, [], tmp_path / "o.img", mtime=0, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (src.stat().st_size, src.stat().st_size)
+
+
+@pytest.mark.parametrize("compression", [Compression.GZIP, Compression.ZSTD, Compression.XZ], ids=lambda c: c.value)
+def test_decoders_hand_out_bounded_chunks(tmp_path: Path, compression: Compression) -> None:
+    """A small compressed file that expands to 64 MiB is read without ever holding much of it."""
+    zeros = 64 << 20
+    sparse = tmp_path / "sparse"
+    with sparse.open("wb") as handle:
+        handle.truncate(zeros)
+    raw = tmp_path / "raw.cpio"
+    with raw.open("wb") as handle:
+        write_archive([Entry.file("zeros", sparse)], handle, mtime=0)
+    packed = tmp_path / "packed.img"
+    with raw.open("rb") as src, packed.open("wb") as dest:
+        writer = compression.open_writer(dest, level=1, threads=1)
+        while chunk := src.read(1 << 20):
+            writer.write(chunk)
+        writer.close()
+    assert packed.stat().st_size < zeros // 100
+    tracemalloc.start()
+    try:
+        [segment] = split_segments(packed)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert segment.entries == 1 and segment.end == packed.stat().st_size
+    assert peak < 12 << 20, peak

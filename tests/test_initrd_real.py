@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,21 @@ def test_extract_of_the_real_initrd_matches_unmkinitramfs(repacked: Path, tmp_pa
     theirs = theirs / "main" if (theirs / "main").is_dir() else theirs
     diff = subprocess.run(["diff", "-r", "--no-dereference", str(ours), str(theirs)], capture_output=True, text=True)
     assert diff.returncode == 0, diff.stdout[-2000:]
+
+
+REPACK_CHILD = """
+import sys
+from pathlib import Path
+from pipeline.archive.initrd import overlay_files, repack
+repack(Path(sys.argv[1]), overlay_files(b"#!/bin/sh\\n"), Path(sys.argv[2]), mtime=0)
+"""
+
+
+def test_repack_peak_memory_stays_under_200_mb(distro: Path, tmp_path: Path) -> None:
+    """The whole process, interpreter included, while a 130 MB archive streams through (ru_maxrss via wait4)."""
+    out = tmp_path / "o.img"
+    child = subprocess.Popen([sys.executable, "-c", REPACK_CHILD, str(distro), str(out)])
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0 and out.stat().st_size > 0
+    assert usage.ru_maxrss < 200 * 1024, f"peak RSS {usage.ru_maxrss // 1024} MB"
