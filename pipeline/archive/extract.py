@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.archive.cpio import Kind
-from pipeline.archive.segments import open_initrd, scan
+from pipeline.archive.segments import Progress, open_initrd, scan
 from pipeline.archive.tree import Dropped, build_tree
 from pipeline.errors import ArchiveError, UnsafePathError
 
@@ -88,12 +88,15 @@ def _prepare(dest: Path) -> None:
         dest.mkdir(parents=True)
 
 
-def extract(paths: Sequence[Path], dest: Path) -> ExtractResult:
+def extract(
+    paths: Sequence[Path], dest: Path, progress: Callable[[Path], Progress | None] | None = None
+) -> ExtractResult:
     """Unpack the effective tree of the initrds `paths` (in kernel order) into the empty directory `dest`.
 
     Owners and mtimes are not restored; device nodes need root and are listed in `skipped` otherwise.
+    `progress` follows the first pass (reading and checking everything before anything is written).
     """
-    tree = build_tree(paths, safe_names=True)
+    tree = build_tree(paths, safe_names=True, progress=progress)
     entries = tree.entries()
     _prepare(dest)
     result = ExtractResult(dropped=list(tree.dropped))

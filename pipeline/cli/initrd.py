@@ -90,7 +90,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     try:
-        result = extract(_paths(args.files), args.dest)
+        result = extract(_paths(args.files), args.dest, progress=_progress)
     except OSError as exc:
         raise ArchiveError(f"extracting into {args.dest}: {exc}") from None
     print(
