@@ -37,7 +37,7 @@ class BootOptions:
     network: str = "auto"  # "netns", "host" or "auto"; see proc.network_sandbox
     with_rpcbind: bool = True  # False only to test the diagnosis of a missing rpcbind
     # Called once the NFS server is up, before any node boots (tests use it to break things on purpose).
-    before_boot: Callable[[NfsServer], None] | None = None
+    before_boot: Callable[[NfsServer], object] | None = None
 
 
 @dataclass

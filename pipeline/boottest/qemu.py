@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.boottest.clientroot import REPORT_BEGIN, REPORT_END
 from pipeline.boottest.errors import BootPrerequisiteError, BootTestError
 from pipeline.boottest.proc import Daemon, NetworkSandbox
-from pipeline.boottest.target import TestNode
+from pipeline.boottest.target import BootNode
 
 QEMU = "qemu-system-x86_64"
 NIC_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
@@ -54,7 +54,7 @@ def _opt(value: str) -> str:
     return value.replace(",", ",,")
 
 
-def qemu_argv(node: TestNode, tftp: Path, serial_log: Path, gateway: str, network: str, vm: VmSettings) -> list[str]:
+def qemu_argv(node: BootNode, tftp: Path, serial_log: Path, gateway: str, network: str, vm: VmSettings) -> list[str]:
     netdev = f"user,id=n0,ipv6=off,net={network},host={gateway},tftp={_opt(str(tftp))},bootfile=pxelinux.0"
     # QEMU finds the NIC's iPXE ROM itself; naming it with romfile= left nodes silent in trials here.
     nic = f"virtio-net-pci,netdev=n0,mac={node.mac}"
@@ -101,7 +101,7 @@ def diagnose(text: str) -> str | None:
 
 @dataclass
 class VmRun:
-    node: TestNode
+    node: BootNode
     serial_log: Path
     daemon: Daemon
     started: float = 0.0
@@ -168,7 +168,7 @@ class VmRun:
 
 @contextlib.contextmanager
 def running_vms(
-    nodes: Sequence[TestNode],
+    nodes: Sequence[BootNode],
     tftp: Path,
     logs: Path,
     sandbox: NetworkSandbox,

@@ -37,7 +37,7 @@ class WritableMount:
 
 
 @dataclass(frozen=True)
-class TestNode:
+class BootNode:
     mac: str
     hostname: str
 
@@ -59,7 +59,7 @@ class BootTarget:
     root_share: str
     writable: tuple[WritableMount, ...]
     symlinks: Mapping[str, str]
-    nodes: tuple[TestNode, ...]
+    nodes: tuple[BootNode, ...]
     # TFTP names that the source directory may lack, looked up here (the distro kernel and initrd).
     fallback_dirs: tuple[Path, ...] = (Path("/boot"),)
     cmdline_file: str = "cmdline"
@@ -120,6 +120,6 @@ def from_cluster(
         root_share=cluster.root_share.path,
         writable=writable,
         symlinks=dict(cluster.symlinks),
-        nodes=tuple(TestNode(mac.lower(), _hostname(cluster, mac)) for mac in macs),
+        nodes=tuple(BootNode(mac.lower(), _hostname(cluster, mac)) for mac in macs),
         method=cluster.boot.method,
     )

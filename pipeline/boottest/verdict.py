@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.boottest.clientroot import MARKER_PREFIX, REPORT_BEGIN, REPORT_END, REPORT_PREFIX
-from pipeline.boottest.target import BootTarget, TestNode
+from pipeline.boottest.target import BootNode, BootTarget
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _read(path: Path | None) -> str | None:
         return None
 
 
-def gateway_checks(target: BootTarget, exports: Mapping[str, Path], node: TestNode) -> list[Check]:
+def gateway_checks(target: BootTarget, exports: Mapping[str, Path], node: BootNode) -> list[Check]:
     checks: list[Check] = []
     node_mount = target.node_dir_mount
     if node_mount is not None:
@@ -128,7 +128,7 @@ def gateway_checks(target: BootTarget, exports: Mapping[str, Path], node: TestNo
     return checks
 
 
-def guest_checks(target: BootTarget, node: TestNode, report: GuestReport | None) -> list[Check]:
+def guest_checks(target: BootTarget, node: BootNode, report: GuestReport | None) -> list[Check]:
     if report is None:
         return [Check("guest report", False, "the client root's init printed no complete report")]
     checks = [Check("guest report", True)]
