@@ -297,3 +297,8 @@ def task_apply() -> dict[str, Any]:
         "uptodate": [False],
         "verbosity": 2,
     }
+
+
+def task_audit() -> dict[str, Any]:
+    """Report file capabilities NFS will lose and paths the read-only root leaves read-only."""
+    return {"actions": [(_cli, [["audit"]])], "uptodate": [False], "verbosity": 2}
