@@ -9,15 +9,16 @@ cannot leak an unquoted value even though the spec model already restricts what 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import Problem, SpecError
+from pipeline.render.templating import TEMPLATES
 from pipeline.spec.model import SKELETON_DIR, Cluster, Writable
 from pipeline.spec.types import MAC_PLACEHOLDER
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATE_DIR = TEMPLATES
 TEMPLATE = "initramfs/nfsroot.sh.j2"
 
 # The files the script rewrites at every boot; symlinks to them are not seeded from the skeleton.
@@ -203,8 +204,9 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
     )
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
+def _environment() -> SandboxedEnvironment:
+    # Not templating.environment(): this one also needs finalize and other comment delimiters.
+    env = SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # a shell script, not HTML: quoting is the sh filter's job
