@@ -473,3 +473,17 @@ def test_panic_policy_without_initramfs_tools_panic_still_stops(shell: str, tmp_
     assert result.returncode == 1
     assert result.kmsg[-1] == "nfsroot: panic is not available; stopping this script"
     assert not (node.node_dir() / "hosts").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_temporary_file_planted_by_the_node_is_not_followed(shell: str, tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    victim = node.gateway / "workers" / "home" / "victim"
+    victim.write_text("untouched\n")
+    d = node.node_dir()
+    d.mkdir(parents=True)
+    (d / "hosts.nfsroot-tmp").symlink_to(node.root / "home" / "victim")  # where /home will be mounted
+    (d / "cmdline.nfsroot-tmp").write_text("stale half file")
+    result = boot(node, shell, {"BOOTIF": "01-00-23-24-94-34-ae"})
+    assert_booted(node, result)
+    assert victim.read_text() == "untouched\n"
