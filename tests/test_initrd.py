@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import stat
+import tempfile
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.archive.compression import Compression
 from pipeline.archive.cpio import Entry, Kind, read_entries, write_archive
@@ -315,3 +318,29 @@ def test_decoders_hand_out_bounded_chunks(tmp_path: Path, compression: Compressi
         tracemalloc.stop()
     assert segment.entries == 1 and segment.end == packed.stat().st_size
     assert peak < 12 << 20, peak
+
+
+_ARCHIVES = [archive(MICROCODE_INTEL), archive(MICROCODE_AMD), archive(MAIN), archive([Entry.file("x", b"")])]
+_COUNTS = [len(MICROCODE_INTEL), len(MICROCODE_AMD), len(MAIN), 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from([Compression.NONE, *SUPPORTED]), st.integers(0, 3)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_split_segments_recovers_any_layout(layout: list[tuple[int, Compression, int]]) -> None:
+    """Any run of plain and compressed archives with zero padding between splits back into exactly those."""
+    blob = b""
+    expected = []
+    for which, compression, padding in layout:
+        blob += b"\0" * (4 * padding if compression else 4 * padding + (-len(blob) % 4))
+        data = compress(_ARCHIVES[which], compression, level=1) if compression else _ARCHIVES[which]
+        expected.append(Segment(len(blob), len(data), compression, _COUNTS[which]))
+        blob += data
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp) / "layout.img", blob, b"\0" * 8)
+        assert split_segments(path) == expected
