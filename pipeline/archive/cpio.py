@@ -171,7 +171,7 @@ class Readable(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
 
-class _Input:
+class StreamInput:
     """A buffered view of a byte stream that knows its position and turns a short read into an error."""
 
     def __init__(self, raw: Readable, where: str) -> None:
@@ -241,7 +241,7 @@ def parse_header(raw: bytes, where: str) -> tuple[bytes, list[int]]:
 class Member:
     """One member of an archive being read; its data can be read once, before the next member."""
 
-    def __init__(self, header: Header, offset: int, source: _Input, target: str = "") -> None:
+    def __init__(self, header: Header, offset: int, source: StreamInput, target: str = "") -> None:
         self.header = header
         self.offset = offset  # of the header, in the (decompressed) stream
         self.target = target
@@ -298,8 +298,8 @@ class ArchiveReader:
     `pos` is the number of bytes consumed so far, so a caller can tell where the next archive starts.
     """
 
-    def __init__(self, stream: Readable | _Input, where: str = "archive") -> None:
-        self._in = stream if isinstance(stream, _Input) else _Input(stream, where)
+    def __init__(self, stream: Readable | StreamInput, where: str = "archive") -> None:
+        self._in = stream if isinstance(stream, StreamInput) else StreamInput(stream, where)
         self.count = 0
         self.finished = False
 

@@ -16,7 +16,7 @@ from typing import IO, BinaryIO
 from pipeline.archive.compression import Compression
 from pipeline.archive.cpio import CpioWriter, Entry, Kind, Member, encode_name, normalize_name
 from pipeline.archive.overlay import INIT_BOTTOM, ORDER, order_lines
-from pipeline.archive.segments import Progress, SegmentStream, _ProgressHandle, open_initrd, segment_offsets
+from pipeline.archive.segments import Progress, ProgressHandle, SegmentStream, open_initrd, segment_offsets
 from pipeline.errors import ArchiveError
 from pipeline.fsutil import atomic_writer
 
@@ -143,7 +143,7 @@ def repack(
     main_offset, main_compression = segment_offsets(distro_initrd)[-1]
     with open_initrd(distro_initrd) as raw, atomic_writer(out, 0o644) as dest:
         total = raw.seek(0, os.SEEK_END)
-        handle: BinaryIO = _ProgressHandle(raw, total, progress) if progress else raw  # type: ignore[assignment]
+        handle: BinaryIO = ProgressHandle(raw, total, progress) if progress else raw  # type: ignore[assignment]
         _copy_range(handle, dest, main_offset)
         if not comp and main_offset % 4:
             dest.write(b"\0" * (-main_offset % 4))

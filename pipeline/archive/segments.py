@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.archive.compression import CHUNK, Compression, zstd_frame_end
-from pipeline.archive.cpio import ArchiveReader, Member, _Input
+from pipeline.archive.cpio import ArchiveReader, Member, StreamInput
 from pipeline.errors import ArchiveError
 
 Progress = Callable[[int, int], None]
@@ -52,7 +52,7 @@ class _FileSlice:
         return data
 
 
-class _ProgressHandle:
+class ProgressHandle:
     """A file handle that reports how far into the file reads have got."""
 
     def __init__(self, handle: BinaryIO, total: int, progress: Progress) -> None:
@@ -93,13 +93,13 @@ class SegmentStream:
 
     def members(self) -> Iterator[Member]:
         if not self.compression:
-            source = _Input(_FileSlice(self._handle, self.offset), self.where)
+            source = StreamInput(_FileSlice(self._handle, self.offset), self.where)
             reader = ArchiveReader(source, self.where)
             yield from reader
             self._segment = Segment(self.offset, source.pos, self.compression, reader.count)
             return
         decoded = self.compression.open_reader(self._handle, self.offset)
-        source = _Input(decoded, self.where)
+        source = StreamInput(decoded, self.where)
         count = archives = 0
         while True:
             self.archive = archives
@@ -189,7 +189,7 @@ def split_segments(path: Path, progress: Progress | None = None) -> list[Segment
     segments = []
     with open_initrd(path) as raw:
         size = raw.seek(0, os.SEEK_END)
-        handle: BinaryIO = _ProgressHandle(raw, size, progress) if progress else raw  # type: ignore[assignment]
+        handle: BinaryIO = ProgressHandle(raw, size, progress) if progress else raw  # type: ignore[assignment]
         for stream in scan(handle, str(path), size):
             for member in stream.members():
                 del member  # skipped by the reader

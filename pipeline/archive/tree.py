@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.archive.cpio import Kind, Member, is_safe_name
-from pipeline.archive.segments import Progress, Segment, _ProgressHandle, open_initrd, scan
+from pipeline.archive.segments import Progress, ProgressHandle, Segment, open_initrd, scan
 from pipeline.errors import UnsafePathError
 
 MAX_SYMLINK_DEPTH = 40  # the kernel's MAXSYMLINKS
@@ -281,7 +281,7 @@ def build_tree(
         with open_initrd(path) as raw:
             total = raw.seek(0, os.SEEK_END)
             report = progress(path) if progress else None
-            handle: BinaryIO = _ProgressHandle(raw, total, report) if report else raw  # type: ignore[assignment]
+            handle: BinaryIO = ProgressHandle(raw, total, report) if report else raw  # type: ignore[assignment]
             found = tree.segments.setdefault(path, [])
             for stream in scan(handle, str(path), total):
                 source = f"{path.name}@{stream.offset}"
