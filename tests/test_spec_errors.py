@@ -157,6 +157,13 @@ CASES: list[tuple[str, dict[int, str], list[str]]] = [
         ],
     ),
     (
+        "hosts on a shared mount",
+        {15: "  /etc/hosts: /home/hosts"},
+        [
+            "cluster.yaml:15:15: symlinks./etc/hosts: target /home/hosts is on a mount shared by all nodes (point it under a per-node mount: /var/local)"
+        ],
+    ),
+    (
         "symlink in proc",
         {14: "  /proc/x: /var/local/x"},
         [

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 Loc = tuple[str | int, ...]
 Finding = tuple[Loc, str, str]
 
+# Files the boot script writes for each node at every boot.
+PER_NODE_FILES = ("/etc/hostname", "/etc/hosts")
+
 # Mounted over at boot (or by the initramfs itself): a symlink placed there in the read-only root is hidden.
 _RUNTIME_DIRS = ("/proc", "/sys", "/dev", "/run")
 
@@ -122,6 +125,18 @@ def _symlinks(c: Cluster) -> Iterator[Finding]:
             yield loc, f"{source} is inside the skeleton directory", ""
         if not any(_strictly_under(target, m) for m in mounts):
             yield loc, f"target {target} is not under a writable mount", f"writable mounts: {', '.join(mounts)}"
+        elif (
+            source in PER_NODE_FILES
+            and any(w.per_node for w in c.writable)
+            and not any(_strictly_under(target, w.mount) for w in c.writable if w.per_node)
+        ):
+            # The boot script rewrites these at every boot: on a shared mount every node would overwrite the others'.
+            per_node = ", ".join(w.mount for w in c.writable if w.per_node)
+            yield (
+                loc,
+                f"target {target} is on a mount shared by all nodes",
+                f"point it under a per-node mount: {per_node}",
+            )
         if target in targets:
             yield loc, f"target {target} is also the target of {targets[target]}", "each symlink needs its own file"
         targets.setdefault(target, source)
