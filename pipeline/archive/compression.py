@@ -162,7 +162,7 @@ _DEFAULT_LEVEL = {
     Compression.XZ: 6,
     Compression.LZO: 0,
     Compression.LZ4: 9,
-    Compression.ZSTD: 10,
+    Compression.ZSTD: 9,
 }
 
 
