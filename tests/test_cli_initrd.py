@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.archive.compression import Compression
-from pipeline.archive.cpio import HEADER_SIZE, Entry
+from pipeline.archive.cpio import HEADER_SIZE, Entry, Kind
 from pipeline.archive.extract import extract
 from pipeline.cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, main
 from pipeline.errors import ArchiveError, UnsafePathError
@@ -254,3 +254,33 @@ def test_progress_goes_to_a_terminal_only(
     assert main(["initrd", "ls", str(img)]) == EXIT_OK
     captured = capsys.readouterr()
     assert captured.err.endswith("reading x.img: 100%\n") and "reading" not in captured.out
+
+
+def test_extract_creates_special_files_and_hard_links(tmp_path: Path) -> None:
+    img = tmp_path / "special.img"
+    img.write_bytes(
+        archive(
+            [
+                Entry.directory("dev", 0o755),
+                Entry("dev/null", Kind.OTHER, 0o666, special=stat.S_IFCHR, rdev=(1, 3)),
+                Entry("dev/pipe", Kind.OTHER, 0o600, special=stat.S_IFIFO),
+                Entry.file("a", b"same", 0o750, inode=1),
+                Entry.file("b", b"same", 0o750, inode=1),
+                Entry.directory("locked", 0o500),
+                Entry.file("locked/inside", b"x", 0o400),
+            ]
+        )
+    )
+    dest = tmp_path / "dest"
+    result = extract([img], dest)
+    if os.geteuid() == 0:
+        assert result.others == 2 and not result.skipped
+        null = (dest / "dev/null").lstat()
+        assert stat.S_ISCHR(null.st_mode) and (os.major(null.st_rdev), os.minor(null.st_rdev)) == (1, 3)
+    else:
+        assert result.skipped == ["dev/null"]
+    assert stat.S_ISFIFO((dest / "dev/pipe").lstat().st_mode)
+    assert (dest / "a").stat().st_ino == (dest / "b").stat().st_ino and (dest / "b").read_bytes() == b"same"
+    assert stat.S_IMODE((dest / "a").stat().st_mode) == 0o750
+    assert stat.S_IMODE((dest / "locked").stat().st_mode) == 0o500  # set after its contents were written
+    assert (dest / "locked/inside").read_bytes() == b"x"

@@ -344,3 +344,13 @@ def test_split_segments_recovers_any_layout(layout: list[tuple[int, Compression,
     with tempfile.TemporaryDirectory() as tmp:
         path = write(Path(tmp) / "layout.img", blob, b"\0" * 8)
         assert split_segments(path) == expected
+
+
+@pytest.mark.parametrize("source", [Compression.GZIP, Compression.XZ, Compression.BZIP2, Compression.NONE])
+def test_repack_reads_any_supported_source_compression(tmp_path: Path, source: Compression) -> None:
+    src, early = debian_like(tmp_path, source)
+    out = tmp_path / "out.img"
+    repack(src, overlay_files(b"#!/bin/sh\n"), out, mtime=0)
+    segments = split_segments(out)
+    assert out.read_bytes()[:early] == src.read_bytes()[:early]
+    assert (segments[-1].compression, segments[-1].entries) == (Compression.ZSTD, len(MAIN) + 2)
