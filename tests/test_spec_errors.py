@@ -164,6 +164,11 @@ CASES: list[tuple[str, dict[int, str], list[str]]] = [
         ],
     ),
     (
+        "gzip level",
+        {18: "  initrd: initrd.img\n  repack: {compression: gzip, level: 19}"},
+        ["cluster.yaml:19:38: boot.repack.level: gzip levels go from 1 to 9, not 19"],
+    ),
+    (
         "symlink in proc",
         {14: "  /proc/x: /var/local/x"},
         [

@@ -92,7 +92,8 @@ class Repack(_Part):
         None, description="The distro initrd on the build machine (relative to cluster.yaml); repack only."
     )
     compression: Literal["zstd", "gzip", "xz"] = "zstd"
-    level: StrictInt = Field(19, ge=1, le=22)
+    # 9, not zstd's maximum: level 19 made a repack slower than the seed's whole gzip build (benchmarks/).
+    level: StrictInt = Field(9, ge=1, le=22, description="Compression level: zstd 1-22, gzip and xz 1-9.")
     threads: StrictInt = Field(0, ge=0, le=256, description="zstd worker threads; 0 means one per CPU.")
 
 

@@ -175,6 +175,9 @@ def _boot(c: Cluster) -> Iterator[Finding]:
             "required when boot.method is repack",
             "the path of the distro initrd to rewrite",
         )
+    repack = c.boot.repack
+    if repack.compression in ("gzip", "xz") and repack.level > 9:
+        yield ("boot", "repack", "level"), f"{repack.compression} levels go from 1 to 9, not {repack.level}", ""
     if len(set(c.boot.sysappend)) != len(c.boot.sysappend):
         yield ("boot", "sysappend"), "a name is given twice", ""
     if c.deploy.exports_file == "/etc/exports":
