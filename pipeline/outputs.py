@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pipeline.families import DERIVED_PARTS, FAMILIES, PARTS, SCRIPT_NAME, SCRIPT_REVIEW, Family
 from pipeline.render.artifact import Artifact, ReviewDoc
 from pipeline.render.exports import render_exports
 from pipeline.render.hosts import render_hosts
@@ -20,35 +20,13 @@ from pipeline.render.pxelinux import render_pxelinux
 from pipeline.render.symlinks import render_symlink_artifacts, render_symlink_review
 from pipeline.spec.model import Cluster
 
-# The top-level parts of the spec as the build splits them (nodes in two: the pattern and the list).
-PARTS = ("name", "gateway", "shares", "root", "writable", "symlinks", "boot", "nodes.hostname", "nodes.known", "deploy")
-
-
-def _share_paths(data: dict[str, Any]) -> Any:
-    return {name: {"path": s["path"], "access": s["access"]} for name, s in data["shares"].items()}
-
-
-# Views of parts, written beside them, for families that need less than a whole part: pxelinux and the boot
-# script need the shares' paths, not their export options, so editing an option must not rerun them.
-DERIVED_PARTS: dict[str, Callable[[dict[str, Any]], Any]] = {"shares.paths": _share_paths}
-
-SCRIPT_NAME = "nfsroot"  # /scripts/init-bottom/nfsroot in the initramfs
-SCRIPT_REVIEW = f"initramfs/scripts/init-bottom/{SCRIPT_NAME}"
+__all__ = ["DERIVED_PARTS", "FAMILIES", "PARTS", "SCRIPT_NAME", "SCRIPT_REVIEW", "Family"]
 
 
 @dataclass(frozen=True)
 class Rendered:
     artifacts: list[Artifact]
     reviews: list[ReviewDoc]
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    doc: str
-    parts: tuple[str, ...]
-    modules: tuple[str, ...]  # source files or directories (relative to the package) whose change reruns it
-    templates: tuple[str, ...]
 
 
 def source_date_epoch() -> int:
@@ -114,46 +92,5 @@ def initrd_names(cluster: Cluster, base: Path) -> list[str]:
 def initrd_path(cluster: Cluster, name: str) -> str:
     return f"{cluster.gateway.tftp_root.rstrip('/')}/{name}"
 
-
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family(
-            "exports",
-            "NFS exports file and share directories",
-            ("name", "gateway", "shares", "writable", "deploy"),
-            ("render/exports.py",),
-            ("exports.j2",),
-        ),
-        Family(
-            "hosts",
-            "hosts file of nodes with fixed addresses",
-            ("name", "nodes.hostname", "nodes.known", "deploy"),
-            ("render/hosts.py",),
-            ("hosts.j2",),
-        ),
-        Family(
-            "symlinks",
-            "symlink plan: links and mount points in the read-only root, review text and JSON",
-            ("name", "shares.paths", "root", "writable", "symlinks", "nodes.hostname", "nodes.known"),
-            ("render/symlinks.py",),
-            ("symlinks.txt.j2",),
-        ),
-        Family(
-            "initrd",
-            "boot script packed as an overlay initrd (or repacked into the distro initrd)",
-            ("name", "gateway", "shares.paths", "root", "writable", "symlinks", "boot", "nodes.hostname"),
-            ("render/bootscript.py", "archive"),
-            ("initramfs",),
-        ),
-        Family(
-            "pxelinux",
-            "pxelinux.cfg/default and per-node 01-<mac> files",
-            ("name", "gateway", "shares.paths", "root", "boot", "nodes.known"),
-            ("render/pxelinux.py",),
-            ("pxelinux.cfg.j2",),
-        ),
-    )
-}
 
 SIMPLE: dict[str, Callable[[Cluster], Rendered]] = {"exports": exports, "hosts": hosts, "symlinks": symlinks}

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doit.exceptions import TaskFailed
 
-from pipeline import outputs
+from pipeline import families
 from pipeline.errors import PipelineError, SpecError
 from pipeline.fsutil import write_if_changed
-from pipeline.render.templating import TEMPLATES
 from pipeline.runtime import tune_gc
-from pipeline.workspace import Workspace
+from pipeline.workspace import TEMPLATES, Workspace
+
+if TYPE_CHECKING:
+    from pipeline.spec.model import Cluster
 
 DOIT_CONFIG = {"default_tasks": ["build"], "action_string_formatting": "new"}
 
@@ -27,11 +29,13 @@ tune_gc()
 PACKAGE = Path(__file__).resolve().parent
 WS = Workspace.from_env()
 SPEC_CODE = sorted(str(p) for p in (PACKAGE / "spec").glob("*.py"))
-SHARED_CODE = [str(PACKAGE / m) for m in ("outputs.py", "stage.py", "render/artifact.py", "render/templating.py")]
+SHARED_CODE = [
+    str(PACKAGE / m) for m in ("outputs.py", "families.py", "stage.py", "render/artifact.py", "render/templating.py")
+]
 SCHEMA_FILE = Path("schema/cluster.schema.json")
 
 
-def _deps(family: outputs.Family) -> list[str]:
+def _deps(family: families.Family) -> list[str]:
     files = [str(WS.part_file(p)) for p in family.parts]
     files += _expand(PACKAGE, family.modules, "*.py") + _expand(TEMPLATES, family.templates, "*")
     return files + SHARED_CODE + SPEC_CODE
@@ -51,10 +55,10 @@ def _failed(exc: PipelineError) -> TaskFailed:
     return TaskFailed(str(exc))
 
 
-def _cluster() -> Any:
+def _cluster() -> Cluster:
     from pipeline.spec.parts import assemble
 
-    return assemble(WS.spec_dir, outputs.PARTS)
+    return assemble(WS.spec_dir, families.PARTS)
 
 
 def _validate() -> TaskFailed | None:
@@ -67,7 +71,7 @@ def _validate() -> TaskFailed | None:
         return _failed(exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for part, data in split_parts(cluster, outputs.PARTS, outputs.DERIVED_PARTS).items():
+    for part, data in split_parts(cluster, families.PARTS, families.DERIVED_PARTS).items():
         write_if_changed(WS.part_file(part), data)
     return None
 
@@ -76,13 +80,14 @@ def task_spec() -> dict[str, Any]:
     """Validate cluster.yaml and split it into parts (build/spec/*.json)."""
     return {
         "actions": [_validate],
-        "file_dep": [str(WS.spec_file), *SPEC_CODE, str(PACKAGE / "outputs.py")],
-        "targets": [str(WS.part_file(p)) for p in (*outputs.PARTS, *outputs.DERIVED_PARTS)],
+        "file_dep": [str(WS.spec_file), *SPEC_CODE, str(PACKAGE / "families.py")],
+        "targets": [str(WS.part_file(p)) for p in (*families.PARTS, *families.DERIVED_PARTS)],
         "clean": True,
     }
 
 
 def _render_simple(family: str) -> TaskFailed | None:
+    from pipeline import outputs
     from pipeline.stage import stage_family
 
     try:
@@ -94,6 +99,7 @@ def _render_simple(family: str) -> TaskFailed | None:
 
 
 def _render_initrd() -> TaskFailed | None:
+    from pipeline import outputs
     from pipeline.render.artifact import Artifact, ReviewDoc
     from pipeline.stage import stage_family
 
@@ -113,7 +119,8 @@ def _render_initrd() -> TaskFailed | None:
     return None
 
 
-def _repack(cluster: Any, script: Any) -> None:
+def _repack(cluster: Cluster, script: Any) -> None:
+    from pipeline import outputs
     from pipeline.archive.overlay import overlay_files
     from pipeline.archive.repack import repack
     from pipeline.stage import file_sha256, stage_family
@@ -150,6 +157,7 @@ def _repack(cluster: Any, script: Any) -> None:
 
 
 def _render_pxelinux() -> TaskFailed | None:
+    from pipeline import outputs
     from pipeline.stage import read_fragment, stage_family
 
     try:
@@ -163,7 +171,7 @@ def _render_pxelinux() -> TaskFailed | None:
 
 def task_render() -> Any:
     """Render one artifact family into build/ (only when the spec parts it reads changed)."""
-    for name, family in outputs.FAMILIES.items():
+    for name, family in families.FAMILIES.items():
         deps = _deps(family)
         if name == "pxelinux":
             deps.append(str(WS.fragment("initrd")))
@@ -186,7 +194,7 @@ def _manifest() -> TaskFailed | None:
     from pipeline.stage import merge_manifest
 
     try:
-        merge_manifest(WS, _cluster().name, outputs.FAMILIES)
+        merge_manifest(WS, _cluster().name, families.FAMILIES)
     except PipelineError as exc:
         return _failed(exc)
     return None
@@ -196,7 +204,7 @@ def task_manifest() -> dict[str, Any]:
     """Merge the families' fragments into build/manifest.json, the desired state of the gateway."""
     return {
         "actions": [_manifest],
-        "file_dep": [str(WS.fragment(f)) for f in outputs.FAMILIES] + [str(PACKAGE / "stage.py")],
+        "file_dep": [str(WS.fragment(f)) for f in families.FAMILIES] + [str(PACKAGE / "stage.py")],
         "targets": [str(WS.manifest)],
         "clean": True,
     }
@@ -219,7 +227,7 @@ def task_review() -> dict[str, Any]:
     """Refresh generated/, the committed copy of the text outputs that pull requests show."""
     return {
         "actions": [_publish],
-        "file_dep": [str(WS.fragment(f)) for f in outputs.FAMILIES] + [str(PACKAGE / "review.py")],
+        "file_dep": [str(WS.fragment(f)) for f in families.FAMILIES] + [str(PACKAGE / "review.py")],
         "uptodate": [lambda: WS.generated.is_dir()],
         "verbosity": 2,
     }

@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# Templates live at the top of the repository (the package is installed editable, see README).
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
 
 @dataclass(frozen=True)
 class Workspace:

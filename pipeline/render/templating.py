@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+from pipeline.workspace import TEMPLATES as TEMPLATES  # re-exported: renderers find templates here
 
 # What may appear unquoted in exports(5), pxelinux.cfg and hosts files: no whitespace, quotes, #, $, `, ;, \.
 _TOKEN = re.compile(r"[A-Za-z0-9_.,:/=+@{}()-]+")
