@@ -57,21 +57,22 @@ def boot_script(cluster: Cluster) -> bytes:
     return render_bootscript(cluster)
 
 
-def overlay_image(cluster: Cluster) -> tuple[str, bytes]:
-    """The overlay initrd holding our boot script and its ORDER hook, named by its content."""
+def overlay_image(cluster: Cluster, script: bytes | None = None) -> tuple[str, bytes]:
+    """The overlay initrd holding our boot script (rendered unless given) and its ORDER hook, named by content."""
     from pipeline.archive.overlay import build_overlay, content_name, overlay_files
 
-    data = build_overlay(overlay_files(boot_script(cluster), SCRIPT_NAME), mtime=source_date_epoch())
+    script = boot_script(cluster) if script is None else script
+    data = build_overlay(overlay_files(script, SCRIPT_NAME), mtime=source_date_epoch())
     return content_name(data, prefix="nfsroot-", suffix=".img"), data
 
 
-def repack_name(cluster: Cluster, source: Path) -> str:
+def repack_name(cluster: Cluster, source: Path, script: bytes | None = None) -> str:
     """The repacked initrd is named by a hash of its inputs, so `check` can name it without repacking."""
     digest = hashlib.sha256()
     with source.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    digest.update(boot_script(cluster))
+    digest.update(boot_script(cluster) if script is None else script)
     repack = cluster.boot.repack
     digest.update(f"{repack.compression}:{repack.level}:{source_date_epoch()}".encode())
     return f"initrd-nfsroot-{digest.hexdigest()[:16]}.img"
@@ -82,11 +83,11 @@ def repack_source(cluster: Cluster, base: Path) -> Path:
     return (base / cluster.boot.repack.source).resolve()
 
 
-def initrd_names(cluster: Cluster, base: Path) -> list[str]:
+def initrd_names(cluster: Cluster, base: Path, script: bytes | None = None) -> list[str]:
     """INITRD files in load order, as pxelinux.cfg names them."""
     if cluster.boot.method == "overlay":
-        return [cluster.boot.initrd, overlay_image(cluster)[0]]
-    return [repack_name(cluster, repack_source(cluster, base))]
+        return [cluster.boot.initrd, overlay_image(cluster, script)[0]]
+    return [repack_name(cluster, repack_source(cluster, base), script)]
 
 
 def initrd_path(cluster: Cluster, name: str) -> str:

@@ -14,15 +14,16 @@ TEXT_ROLES = ("exports", "pxelinux", "hosts")
 def expected_generated(cluster: Cluster, base: Path) -> dict[str, bytes]:
     """Relative path under generated/ → content, rendered fresh from the spec."""
     files: dict[str, bytes] = {}
+    script = outputs.boot_script(cluster)
     rendered = [outputs.SIMPLE[name](cluster) for name in ("exports", "hosts", "symlinks")]
-    rendered.append(outputs.pxelinux(cluster, outputs.initrd_names(cluster, base)))
+    rendered.append(outputs.pxelinux(cluster, outputs.initrd_names(cluster, base, script)))
     for r in rendered:
         for a in r.artifacts:
             if a.kind == "file" and a.role in TEXT_ROLES:
                 files["gateway" + a.path] = a.data
         for doc in r.reviews:
             files[f"review/{doc.name}"] = doc.data
-    files[outputs.SCRIPT_REVIEW] = outputs.boot_script(cluster)
+    files[outputs.SCRIPT_REVIEW] = script
     return files
 
 

@@ -107,7 +107,7 @@ def _render_initrd() -> TaskFailed | None:
         cluster = _cluster()
         script = ReviewDoc("initrd/" + outputs.SCRIPT_NAME, outputs.boot_script(cluster))
         if cluster.boot.method == "overlay":
-            name, data = outputs.overlay_image(cluster)
+            name, data = outputs.overlay_image(cluster, script.data)
             image = Artifact(
                 outputs.initrd_path(cluster, name), "file", "initrd", ("boot", "writable", "symlinks"), data
             )
@@ -128,7 +128,7 @@ def _repack(cluster: Cluster, script: Any) -> None:
     source = outputs.repack_source(cluster, WS.base)
     if not source.is_file():
         raise PipelineError(f"boot.repack.source: {source} does not exist (the distro initrd to repack)")
-    name = outputs.repack_name(cluster, source)
+    name = outputs.repack_name(cluster, source, script.data)
     path = outputs.initrd_path(cluster, name)
     out = WS.staged(path)
     if not out.exists():  # named by its inputs: an existing file is the same build

@@ -8,6 +8,7 @@ cannot leak an unquoted value even though the spec model already restricts what 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jinja2
@@ -204,6 +205,7 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
     )
 
 
+@functools.cache
 def _environment() -> SandboxedEnvironment:
     # Not templating.environment(): this one also needs finalize and other comment delimiters.
     env = SandboxedEnvironment(
