@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -206,10 +207,10 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
 
 
 @functools.cache
-def _environment() -> SandboxedEnvironment:
+def _environment(template_dir: Path) -> SandboxedEnvironment:
     # Not templating.environment(): this one also needs finalize and other comment delimiters.
     env = SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        loader=jinja2.FileSystemLoader(template_dir),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # a shell script, not HTML: quoting is the sh filter's job
         trim_blocks=True,
@@ -226,7 +227,7 @@ def _environment() -> SandboxedEnvironment:
 
 def render_context(context: BootScriptContext) -> bytes:
     """The script for a context; split from `render_bootscript` so tests can hand-build odd contexts."""
-    template = _environment().get_template(TEMPLATE)
+    template = _environment(TEMPLATE_DIR).get_template(TEMPLATE)
     return template.render(vars(context)).encode()
 
 
