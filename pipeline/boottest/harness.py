@@ -123,9 +123,9 @@ def boot_target(target: BootTarget, workdir: Path, options: BootOptions = BootOp
         with nfs_server(share_list, workdir / "nfs", sandbox, with_rpcbind=options.with_rpcbind) as server:
             if options.before_boot is not None:
                 options.before_boot(server)
-            batches: Sequence[Sequence[object]] = [target.nodes] if options.parallel else [[n] for n in target.nodes]
-            for batch in batches:
-                nodes = [n for n in target.nodes if n in batch]
+            nodes_all = list(target.nodes)
+            batches = [nodes_all] if options.parallel else [[n] for n in nodes_all]
+            for nodes in batches:
                 problem = server.health()
                 if problem:
                     # Fail fast: a node cannot mount anything from this server.

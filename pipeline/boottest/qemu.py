@@ -55,7 +55,8 @@ def _opt(value: str) -> str:
 
 
 def qemu_argv(node: BootNode, tftp: Path, serial_log: Path, gateway: str, network: str, vm: VmSettings) -> list[str]:
-    netdev = f"user,id=n0,ipv6=off,net={network},host={gateway},tftp={_opt(str(tftp))},bootfile=pxelinux.0"
+    # Not ipv6=off: with it, iPXE's boot reached pxelinux 13 s later (5.5 s -> 18.4 s, measured here).
+    netdev = f"user,id=n0,net={network},host={gateway},tftp={_opt(str(tftp))},bootfile=pxelinux.0"
     # QEMU finds the NIC's iPXE ROM itself; naming it with romfile= left nodes silent in trials here.
     nic = f"virtio-net-pci,netdev=n0,mac={node.mac}"
     return [
