@@ -80,6 +80,10 @@ def assert_booted(run: BootRun) -> None:
     assert run.ok, details
     assert sorted(r.mac for r in run.results) == list(MACS)
     workers = run.workdir / "shares" / "workers"
+    # The manifest was applied to the read-only root as `apply` would: symlinks, originals in the skeleton.
+    root = run.workdir / "clientroot"
+    assert os.readlink(root / "etc" / "hostname") == "/var/local/hostname"
+    assert (root / "usr/lib/nfsroot/skel/etc/hosts").read_text() == "127.0.0.1\tlocalhost\n"
     for r in run.results:
         hostname = EXPECTED_HOSTNAMES[r.mac]
         # Gateway side: what the boot script and the node wrote over NFS.
@@ -175,3 +179,47 @@ def test_wrong_export_path_fails_fast_with_a_diagnosis(kver: str, tmp_path: Path
     # initramfs-tools would retry for 180 s and the harness's own timeout is 240 s: this must end well before.
     assert elapsed < 150, f"took {elapsed:.0f}s"
     assert "init" not in result.timings
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_sigterm_stops_vms_and_servers(kver: str, build_base: Path, tmp_path: Path) -> None:
+    _, build = built("overlay", kver, build_base)
+    work = tmp_path / "w"
+    argv = ["-f", str(build.parent / "cluster.yaml"), "boottest", "--build", str(build), "--workdir", str(work)]
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size for p in (work / "logs").glob("*.serial.log")):
+            assert cli.poll() is None, cli.communicate()
+            assert time.monotonic() < deadline, "no node started within 120s"
+            time.sleep(0.5)
+        assert _processes_mentioning(str(work)), "expected QEMU and ganesha to be running"
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, check=True).stdout.decode().split()
+        [namespace] = [n for n in listed if n.startswith(f"nfsroot-boottest-{cli.pid}-")]
+        inside = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, check=True).stdout.split()
+        assert len(inside) >= 3, inside  # rpcbind, ganesha, QEMU
+        cli.send_signal(15)
+        _, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 130, err.decode()
+    assert "interrupted" in err.decode()
+    assert _processes_mentioning(str(work)) == []
+    assert [pid for pid in inside if Path(f"/proc/{pid.decode()}").exists()] == []  # rpcbind too
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, check=True).stdout.decode()
+    assert namespace not in namespaces

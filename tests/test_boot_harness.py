@@ -299,3 +299,65 @@ def test_missing_tftp_file_is_named_before_any_boot(tmp_path: Path) -> None:
     (src / "pxelinux.cfg/default").write_text("DEFAULT l\nLABEL l\nKERNEL vmlinuz-none\nAPPEND ip=dhcp\n")
     with pytest.raises(BootTestError, match="names vmlinuz-none, which is in none of"):
         boot_target(target(tmp_path, tftp=src), tmp_path / "work")
+
+
+def test_cli_without_a_build_says_run_doit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    template = Path(__file__).parent / "boot" / "cluster.yaml"
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(template.read_text().replace("@KVER@", "6.1.0-0-amd64").replace("@METHOD@", "overlay"))
+    code = main(["-f", str(spec), "boottest", "--build", str(tmp_path / "build")])
+    assert code == 1
+    assert "pxelinux.cfg does not exist: run `doit` first" in capsys.readouterr().err
+
+
+# -- the build's manifest applied to the served shares ---------------------------------------------------
+
+
+def _manifest(tmp_path: Path, entries: list[dict[str, object]]) -> Path:
+    import json
+
+    path = tmp_path / "build" / "manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": 1, "cluster": "t", "entries": entries}))
+    return path
+
+
+def test_manifest_entries_under_the_shares_are_applied_like_apply(tmp_path: Path) -> None:
+    from pipeline.boottest.shares import apply_share_entries
+
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    (ro / "etc").mkdir(parents=True)
+    rw.mkdir()
+    (ro / "etc/hostname").write_text("localhost\n")
+    (tmp_path / "build/gateway/clients/etc").mkdir(parents=True)
+    (tmp_path / "build/gateway/clients/etc/motd").write_text("hi\n")
+    skel = "/clients/usr/lib/nfsroot/skel/etc/hostname"
+    manifest = _manifest(
+        tmp_path,
+        [
+            {"path": "/clients/etc/hostname", "kind": "symlink", "target": "/var/local/hostname", "preserve": skel},
+            {"path": "/clients/var/local", "kind": "dir", "mode": "0755"},
+            {"path": "/workers/home", "kind": "dir", "mode": "0755"},
+            {"path": "/clients/etc/motd", "kind": "file", "mode": "0600", "staged": "gateway/clients/etc/motd"},
+            {"path": "/srv/tftp/pxelinux.cfg", "kind": "dir", "mode": "0755"},
+        ],
+    )
+    applied = apply_share_entries(manifest, manifest.parent, {"/clients": ro, "/workers": rw})
+    assert applied == ["/clients/etc/hostname", "/clients/etc/motd", "/clients/var/local", "/workers/home"]
+    assert os.readlink(ro / "etc/hostname") == "/var/local/hostname"
+    assert (ro / "usr/lib/nfsroot/skel/etc/hostname").read_text() == "localhost\n"
+    assert (ro / "var/local").is_dir() and (rw / "home").is_dir()
+    assert (ro / "etc/motd").read_text() == "hi\n" and (ro / "etc/motd").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "srv").exists()
+
+
+def test_manifest_entry_escaping_its_share_is_refused(tmp_path: Path) -> None:
+    from pipeline.boottest.shares import apply_share_entries
+
+    (tmp_path / "ro").mkdir()
+    manifest = _manifest(tmp_path, [{"path": "/clients/../etc/evil", "kind": "dir", "mode": "0755"}])
+    with pytest.raises(BootTestError, match="escapes its share"):
+        apply_share_entries(manifest, manifest.parent, {"/clients": tmp_path / "ro"})
+    assert not (tmp_path / "etc").exists()

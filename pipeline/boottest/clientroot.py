@@ -145,8 +145,17 @@ sleep 30
 """
 
 
-def build_client_root(dest: Path, layout: ClientRootLayout) -> Path:
+def _stock_content(path: str) -> bytes:
+    """What a fresh Debian root holds at `path` (for the files the spec usually symlinks)."""
+    return {"hostname": b"localhost\n", "hosts": b"127.0.0.1\tlocalhost\n"}.get(Path(path).name, b"")
+
+
+def build_client_root(dest: Path, layout: ClientRootLayout, *, make_symlinks: bool = True) -> Path:
     """Create the client root under `dest` (which must not exist or be empty); returns `dest`.
+
+    With `make_symlinks=False` the spec's symlink paths are left as regular files, as in a freshly installed
+    root, for the build's manifest to turn into symlinks the way `apply` does (moving each file to the
+    skeleton).
 
     Never rebuild a client root that a live NFS export serves: the nodes would hold stale handles.
     """
@@ -154,7 +163,7 @@ def build_client_root(dest: Path, layout: ClientRootLayout) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise BootPrerequisiteError(f"client root {dest} is not empty")
-    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "root", "var", SKELETON[1:] + "/etc"):
+    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "root", "var"):
         (dest / d).mkdir(parents=True, exist_ok=True)
     os.chmod(dest / "tmp", 0o1777)
     shutil.copy2(busybox, dest / "bin" / "busybox")
@@ -167,12 +176,13 @@ def build_client_root(dest: Path, layout: ClientRootLayout) -> Path:
         (dest / "bin" / applet).symlink_to("busybox")
     for mount in layout.writable_mounts:
         (dest / mount.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    skel = dest / SKELETON.lstrip("/")
-    write_atomic(skel / "etc" / "hostname", b"localhost\n")
-    write_atomic(skel / "etc" / "hosts", b"127.0.0.1\tlocalhost\n")
     for name, target in sorted(layout.symlinks.items()):
         link = dest / name.lstrip("/")
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target)
+        if make_symlinks:
+            write_atomic(dest / SKELETON.lstrip("/") / name.lstrip("/"), _stock_content(name))
+            link.symlink_to(target)
+        else:
+            write_atomic(link, _stock_content(name))
     write_atomic(dest / "sbin" / "init", render_init(layout).encode(), mode=0o755)
     return dest

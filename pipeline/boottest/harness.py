@@ -12,10 +12,13 @@ WORKDIR/logs/          <node id>.serial.log and <node id>.qemu.log
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
 import shutil
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from pipeline.boottest.clientroot import ClientRootLayout, build_client_root
 from pipeline.boottest.errors import BootTestError
 from pipeline.boottest.nfsserver import Export, NfsServer, nfs_server
 from pipeline.boottest.proc import network_sandbox
+from pipeline.boottest.shares import apply_share_entries
 from pipeline.boottest.target import DEFAULT_TEST_MACS, NODE, BootTarget, from_cluster
 from pipeline.boottest.tftp import assemble_tftp
 from pipeline.boottest.verdict import NodeResult, gateway_checks, guest_checks, parse_report
@@ -98,8 +102,30 @@ def _result(target: BootTarget, exports: dict[str, Path], run: qemu.VmRun) -> No
     return result
 
 
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM (a CI timeout, `kill`) into KeyboardInterrupt, so the with-blocks stop every process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def boot_target(target: BootTarget, workdir: Path, options: BootOptions = BootOptions()) -> BootRun:
     """Boot every node of `target` against a fresh NFS server; servers and VMs are stopped before returning."""
+    with _sigterm_unwinds():
+        return _boot_target(target, workdir, options)
+
+
+def _boot_target(target: BootTarget, workdir: Path, options: BootOptions) -> BootRun:
     if not target.nodes:
         raise BootTestError("no nodes to boot")
     if len({n.id for n in target.nodes}) != len(target.nodes):
@@ -111,8 +137,10 @@ def boot_target(target: BootTarget, workdir: Path, options: BootOptions = BootOp
     logs = workdir / "logs"
     logs.mkdir()
     layout = ClientRootLayout(dict(target.symlinks), [w.mount for w in target.writable])
-    client_root = build_client_root(workdir / "clientroot", layout)
+    client_root = build_client_root(workdir / "clientroot", layout, make_symlinks=target.manifest is None)
     exports = _prepare_shares(target, workdir, client_root)
+    if target.manifest is not None:
+        apply_share_entries(target.manifest, target.manifest.parent, exports)
     tftp = assemble_tftp(target, workdir / "tftp")
     notes = list(tftp.notes)
     qemu.check_qemu()

@@ -104,7 +104,7 @@ def render_ganesha_config(exports: Sequence[Export], *, bind_loopback: bool, plu
 
 
 @contextlib.contextmanager
-def harness_lock(timeout: float = 120.0) -> Iterator[None]:
+def harness_lock(timeout: float = 600.0) -> Iterator[None]:
     """One harness at a time: rpcbind's socket and lock files in /run are shared by every namespace."""
     LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK_FILE, "w") as handle:

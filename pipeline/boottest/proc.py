@@ -8,6 +8,7 @@ by the pid it was started with (never by name), first politely, then with SIGKIL
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import shutil
@@ -21,6 +22,14 @@ from pathlib import Path
 
 from pipeline.boottest.errors import BootPrerequisiteError
 from pipeline.run import run
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the harness dies without stopping it (even by SIGKILL)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 @dataclass
@@ -40,7 +49,7 @@ class Daemon:
                 # has had a chance to stop it in order (ganesha before rpcbind).
                 self.process = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    start_new_session=True, preexec_fn=_die_with_parent,
                 )  # fmt: skip
             except FileNotFoundError as exc:
                 raise BootPrerequisiteError(f"{self.name}: command not found: {shlex.join(self.argv)}") from exc

@@ -63,6 +63,8 @@ class BootTarget:
     # TFTP names that the source directory may lack, looked up here (the distro kernel and initrd).
     fallback_dirs: tuple[Path, ...] = (Path("/boot"),)
     cmdline_file: str = "cmdline"
+    # build/manifest.json: its entries under the shares are applied to the served directories (see shares.py).
+    manifest: Path | None = None
     method: str = "unknown"
 
     def __post_init__(self) -> None:
@@ -107,8 +109,10 @@ def from_cluster(
 ) -> BootTarget:
     """The target `doit` built: TFTP files from `build/gateway/<tftp_root>`, shares and mounts from the spec."""
     source = tftp_source or build_dir / "gateway" / cluster.gateway.tftp_root.lstrip("/")
-    if not (source / "pxelinux.cfg").is_dir():
-        raise BootTestError(f"{source}/pxelinux.cfg does not exist: run `doit` first")
+    manifest = build_dir / "manifest.json"
+    for needed in (source / "pxelinux.cfg", manifest):
+        if not needed.exists():
+            raise BootTestError(f"{needed} does not exist: run `doit` first")
     writable = tuple(
         WritableMount(w.mount, cluster.writable_export(w, NODE if w.per_node else None)) for w in cluster.writable
     )
@@ -122,4 +126,5 @@ def from_cluster(
         symlinks=dict(cluster.symlinks),
         nodes=tuple(BootNode(mac.lower(), _hostname(cluster, mac)) for mac in macs),
         method=cluster.boot.method,
+        manifest=manifest,
     )
