@@ -17,8 +17,8 @@ from pipeline.boottest.errors import BootTestError, NfsServerError
 from pipeline.boottest.harness import BootOptions, boot_target
 from pipeline.boottest.nfsserver import Export, nfs_server, render_ganesha_config
 from pipeline.boottest.prereqs import installed_kernels, missing_prerequisites
-from pipeline.boottest.proc import network_sandbox
-from pipeline.boottest.qemu import diagnose
+from pipeline.boottest.proc import Daemon, network_sandbox
+from pipeline.boottest.qemu import VmRun, diagnose
 from pipeline.boottest.target import BootNode, BootTarget, WritableMount
 from pipeline.boottest.tftp import add_required_args, parse_pxelinux_cfg
 from pipeline.boottest.verdict import gateway_checks, guest_checks, parse_report
@@ -361,3 +361,46 @@ def test_manifest_entry_escaping_its_share_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BootTestError, match="escapes its share"):
         apply_share_entries(manifest, manifest.parent, {"/clients": tmp_path / "ro"})
     assert not (tmp_path / "etc").exists()
+
+
+# -- watching a VM (a stand-in process writes the serial log) ----------------------------------------------
+
+
+def _vm(tmp_path: Path, argv: list[str], serial: str) -> VmRun:
+    log = tmp_path / "serial.log"
+    log.write_text(serial)
+    run = VmRun(NODE, log, Daemon("stand-in", argv, tmp_path / "proc.log").start())
+    run.started = time.monotonic()
+    return run
+
+
+def _until_over(run: VmRun, timeout: float) -> None:
+    deadline = time.monotonic() + 20
+    while not run.poll(timeout):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_vm_that_exits_after_a_panic_is_diagnosed(tmp_path: Path) -> None:
+    run = _vm(tmp_path, ["true"], "Linux version 6.1\nKernel panic - not syncing: Attempted to kill init!\n")
+    _until_over(run, timeout=60)
+    assert run.failure == "kernel panic: Attempted to kill init!"
+    assert run.milestones.keys() == {"kernel"}
+
+
+def test_vm_that_exits_before_reporting_fails(tmp_path: Path) -> None:
+    run = _vm(tmp_path, ["true"], "Linux version 6.1\nBegin: Running /scripts/init-bottom ... done.\n")
+    _until_over(run, timeout=60)
+    assert run.failure == "the node powered off or reset early (last milestone: init_bottom)"
+
+
+def test_vm_that_hangs_is_stopped_at_the_timeout(tmp_path: Path) -> None:
+    run = _vm(tmp_path, ["sleep", "60"], "Linux version 6.1\n")
+    _until_over(run, timeout=1)
+    assert run.failure == "timed out after 1s (last milestone: kernel)"
+    assert not run.daemon.alive()
+    (tmp_path / "s").mkdir()
+    silent = _vm(tmp_path / "s", ["sleep", "60"], "")
+    _until_over(silent, timeout=1)
+    assert silent.failure is not None and silent.failure.startswith("nothing on the serial console after 1s")
+    assert not silent.daemon.alive()

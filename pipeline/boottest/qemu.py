@@ -138,7 +138,14 @@ class VmRun:
         elapsed = time.monotonic() - self.started
         if not self.daemon.alive():
             code = self.daemon.returncode()
-            self._finish(None if code == 0 else f"QEMU exited with status {code}: {self.daemon.log_tail(3)}")
+            self._read()  # what the guest printed before it went away explains why
+            if code != 0:
+                failure: str | None = f"QEMU exited with status {code}: {self.daemon.log_tail(3)}"
+            elif "report" not in self.milestones:
+                failure = diagnose(self._text) or f"the node powered off or reset early ({self._reached()})"
+            else:
+                failure = None
+            self._finish(failure)
             return True
         problem = diagnose(self._text)
         if problem:
@@ -154,13 +161,14 @@ class VmRun:
             )
             return True
         if elapsed > timeout:
-            reached = max(self.milestones, key=self.milestones.__getitem__) if self.milestones else None
-            where = f"last milestone: {reached}" if reached else (
-                "nothing on the serial console: PXE/TFTP or the kernel's start failed"
-            )  # fmt: skip
-            self._finish(f"timed out after {timeout:.0f}s ({where})")
+            self._finish(f"timed out after {timeout:.0f}s ({self._reached()})")
             return True
         return False
+
+    def _reached(self) -> str:
+        if not self.milestones:
+            return "nothing on the serial console: PXE/TFTP or the kernel's start failed"
+        return "last milestone: " + [name for name, _ in MILESTONES if name in self.milestones][-1]
 
     def stop(self, reason: str) -> None:
         if self.finished is None:
