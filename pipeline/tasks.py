@@ -310,3 +310,13 @@ def task_apply() -> dict[str, Any]:
 def task_audit() -> dict[str, Any]:
     """Report file capabilities NFS will lose and paths the read-only root leaves read-only."""
     return {"actions": [(_cli, [["audit"]])], "uptodate": [False], "verbosity": 2}
+
+
+def task_boottest() -> dict[str, Any]:
+    """PXE-boot the build in QEMU against a loopback NFS server and check each node (slow; needs root)."""
+    return {
+        "actions": [(_cli, [["boottest", "--build", str(WS.build)]])],
+        "task_dep": ["build"],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
