@@ -27,7 +27,7 @@ from pipeline.run import run
 from pipeline.state.changes import Change, Plan
 from pipeline.state.observe import observe_path
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH
-from pipeline.state.rootfs import PathConflictError, TargetRoot, join_path, split_path
+from pipeline.state.rootfs import PathConflictError, TargetRoot, dir_is_empty, join_path, split_path
 
 CRASH_ENV = "NFSROOT_APPLY_CRASH_AFTER"  # tests only: os._exit after this many steps (fault injection)
 TMP_PREFIX = ".nfsroot-tmp."
@@ -85,19 +85,20 @@ class _Writer:
                         os.fchown(handle.fileno(), *owner)
                 os.fchmod(handle.fileno(), mode)  # after chown, which clears setuid bits
                 os.fsync(handle.fileno())
-            self.step()
-            os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dirfd)
             raise
-        os.fsync(dirfd)
-        self.step()
+        self._commit(dirfd, tmp, name)
 
     def symlink(self, dirfd: int, name: str, target: str) -> None:
         self.remove_stale_tmp(dirfd)
         tmp = _tmp_name(name)
         os.symlink(target, tmp, dir_fd=dirfd)
+        self._commit(dirfd, tmp, name)
+
+    def _commit(self, dirfd: int, tmp: str, name: str) -> None:
+        """Rename a complete temporary file or symlink over `name`: readers see the old object or the new one."""
         try:
             self.step()
             os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
@@ -196,12 +197,7 @@ class _Writer:
             self._copy_to(found[0], found[1], self._backup_path(dest))
 
     def move_dir_away(self, c: Change, dirfd: int, name: str) -> None:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-        try:
-            with os.scandir(fd) as it:
-                empty = next(iter(it), None) is None
-        finally:
-            os.close(fd)
+        empty = dir_is_empty(dirfd, name)
         if empty and not c.backup:
             os.rmdir(name, dir_fd=dirfd)
             self.step()

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pipeline.errors import UnsafePathError
 from pipeline.state.manifest import as_text
-from pipeline.state.rootfs import ParentNotDirectory, TargetRoot, split_path
+from pipeline.state.rootfs import ParentNotDirectory, TargetRoot, dir_is_empty, split_path
 
 Kind = Literal["missing", "file", "dir", "symlink", "other"]
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -79,13 +79,7 @@ def observe_path(root: TargetRoot, path: str) -> Fact:
                     return observe_path(root, path)
                 return replace(base, kind="file", sha256=digest, size=fst.st_size, text=as_text(head or b""))
             if stat.S_ISDIR(st.st_mode):
-                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-                try:
-                    with os.scandir(fd) as it:
-                        empty = next(iter(it), None) is None
-                finally:
-                    os.close(fd)
-                return replace(base, kind="dir", empty=empty)
+                return replace(base, kind="dir", empty=dir_is_empty(dirfd, name))
             if stat.S_ISLNK(st.st_mode):
                 target = os.readlink(name, dir_fd=dirfd)
                 return replace(base, kind="symlink", target=target, is_dir_link=_resolves_to_dir(root, path))

@@ -35,6 +35,16 @@ class ParentNotDirectory(PathConflictError):
         super().__init__(f"{path}: parent {parent} exists and is not a directory")
 
 
+def dir_is_empty(dirfd: int, name: str) -> bool:
+    """Whether the directory `name` (never followed if it is a symlink) has no entries."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    try:
+        with os.scandir(fd) as it:
+            return next(iter(it), None) is None
+    finally:
+        os.close(fd)
+
+
 def split_path(path: str) -> tuple[str, ...]:
     """Components of an absolute, already validated gateway path ("/" gives ())."""
     return tuple(part for part in path.split("/") if part)
