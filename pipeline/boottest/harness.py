@@ -122,7 +122,8 @@ def _sigterm_unwinds() -> Iterator[None]:
 def boot_target(target: BootTarget, workdir: Path, options: BootOptions = BootOptions()) -> BootRun:
     """Boot every node of `target` against a fresh NFS server; servers and VMs are stopped before returning."""
     with _sigterm_unwinds():
-        return _boot_target(target, workdir, options)
+        # Absolute: the paths go into ganesha's config, and ganesha does not resolve relative ones.
+        return _boot_target(target, workdir.resolve(), options)
 
 
 def _boot_target(target: BootTarget, workdir: Path, options: BootOptions) -> BootRun:
@@ -178,5 +179,5 @@ def run_boottest(
     options: BootOptions = BootOptions(),
 ) -> BootRun:
     """Boot what `doit` built into `build_dir` for `cluster`, one node per MAC."""
-    target = from_cluster(cluster, build_dir, macs)
+    target = from_cluster(cluster, build_dir.resolve(), macs)
     return boot_target(target, workdir or build_dir / "boottest", options)
