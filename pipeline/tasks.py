@@ -169,6 +169,20 @@ def _render_pxelinux() -> TaskFailed | None:
     return None
 
 
+def _repack_source_dep() -> list[str]:
+    """For the repack method the distro initrd is an input too. Read from the last validated boot part
+    (plain JSON, no pydantic: task creation must stay cheap); after a switch to repack, the run that
+    validates the new spec builds it, and later runs track the file."""
+    import json
+
+    try:
+        boot = json.loads(WS.part_file("boot").read_bytes())
+    except (OSError, ValueError):
+        return []
+    source = boot.get("repack", {}).get("source") if boot.get("method") == "repack" else None
+    return [str((WS.base / source).resolve())] if isinstance(source, str) else []
+
+
 def task_render() -> Any:
     """Render one artifact family into build/ (only when the spec parts it reads changed)."""
     for name, family in families.FAMILIES.items():
@@ -177,6 +191,7 @@ def task_render() -> Any:
             deps.append(str(WS.fragment("initrd")))
             action: Any = _render_pxelinux
         elif name == "initrd":
+            deps += _repack_source_dep()
             action = _render_initrd
         else:
             action = (_render_simple, [name])

@@ -142,3 +142,41 @@ def test_doit_clean_removes_the_build(workdir: Path) -> None:
     _doit(workdir, "clean")
     assert not (workdir / "build" / "manifest.json").exists()
     shutil.rmtree(workdir / "build", ignore_errors=True)
+
+
+def _distro_initrd(path: Path, marker: bytes) -> None:
+    """A small zstd initrd shaped like Debian's main archive (enough for repack to inject our script)."""
+    import io
+
+    import zstandard
+
+    from pipeline.archive.cpio import Entry, write_archive
+
+    entries = [
+        Entry.directory("scripts", 0o755),
+        Entry.directory("scripts/init-bottom", 0o755),
+        Entry.file("scripts/init-bottom/ORDER", b'/scripts/init-bottom/udev "$@"\n', 0o644),
+        Entry.file("init", b"#!/bin/sh\n# " + marker + b"\n", 0o755),
+    ]
+    raw = io.BytesIO()
+    write_archive(entries, raw, mtime=0)
+    path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+
+
+def test_repack_rebuilds_when_the_distro_initrd_changes(workdir: Path) -> None:
+    _distro_initrd(workdir / "distro.img", b"one")
+    repack = {18: "  initrd: initrd.img-6.1.0-21-amd64\n  method: repack\n  repack: {source: distro.img}"}
+    (workdir / "cluster.yaml").write_text(spec_text(repack))
+    _doit(workdir)
+    _doit(workdir)  # the first run validated the switch to repack; from now on the source is tracked
+    ran, _, _ = _doit(workdir)
+    assert ran == set()
+    images = sorted((workdir / "build/gateway/srv/tftp").glob("initrd-nfsroot-*.img"))
+    assert len(images) == 1
+
+    _distro_initrd(workdir / "distro.img", b"two")
+    ran, _, _ = _doit(workdir)
+    assert {"render:initrd", "render:pxelinux"} <= ran
+    assert "render:exports" not in ran
+    after = sorted((workdir / "build/gateway/srv/tftp").glob("initrd-nfsroot-*.img"))
+    assert len(after) == 1 and after != images  # named by its inputs; the stale one is gone
