@@ -84,7 +84,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = make_target_plan(s, args.force)
     if args.out:
         write_atomic(Path(args.out), plan_to_json(plan).encode())
-    sys.stdout.write(plan_to_json(plan) if args.json else render_text(plan, diffs=not args.no_diff))
+    text = render_text(plan, diffs=not args.no_diff, reload=s.reload_argv)
+    sys.stdout.write(plan_to_json(plan) if args.json else text)
     return EXIT_CHANGES if plan.changes else EXIT_OK
 
 

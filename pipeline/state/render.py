@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import fields
 from typing import Any, cast
 
@@ -41,7 +42,13 @@ def _keeps(c: Change) -> list[str]:
     return out
 
 
-def render_text(plan: Plan, target_label: str | None = None, diffs: bool = True) -> str:
+def render_text(
+    plan: Plan,
+    target_label: str | None = None,
+    diffs: bool = True,
+    reload: tuple[str, ...] | None = ("exportfs", "-ra"),
+) -> str:
+    """The plan as a terraform-style summary; `reload` is the exports reload command, None when disabled."""
     lines = [f'nfsroot plan: cluster "{plan.cluster}", target {target_label or plan.target}', ""]
     lines.extend(f"warning: {w}" for w in plan.warnings)
     if plan.warnings:
@@ -56,8 +63,12 @@ def render_text(plan: Plan, target_label: str | None = None, diffs: bool = True)
         if diffs and c.diff:
             lines.extend(f"      {line}".rstrip() for line in c.diff.splitlines())
     lines.append("")
-    if plan.reload_exports:
-        lines.append("The exports change: apply will run the exports reload command afterwards.")
+    if plan.reload_exports and reload:
+        lines.append(f"The exports change: apply will run `{shlex.join(reload)}` afterwards.")
+    elif plan.reload_exports:
+        lines.append(
+            "The exports change: reloading is disabled (deploy.reload: []), so reload the NFS server yourself."
+        )
     s = plan.summary
     lines.append(
         f"Plan: {s['create']} to create, {s['change']} to change, {s['replace']} to replace, {s['remove']} to remove."
