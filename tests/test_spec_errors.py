@@ -358,6 +358,16 @@ def test_every_problem_is_reported_at_once() -> None:
     assert [p.split(":")[1] for p in found] == ["3", "17", "25"]
 
 
+def test_unknown_fields_get_suggestions_at_any_depth() -> None:
+    assert problems(spec_text({25: '    - {mac: "44:8a:5b:dd:d8:ba", hostnam: x}'})) == [
+        "cluster.yaml:25:34: nodes.known.1.hostnam: unknown field 'hostnam' (did you mean 'hostname'?)"
+    ]
+    assert problems(spec_text(append=["extra: 1"])) == [
+        "cluster.yaml:27:1: extra: unknown field 'extra' "
+        "(known fields: name, gateway, shares, root, writable, symlinks, boot, nodes, deploy)"
+    ]
+
+
 def test_empty_file() -> None:
     assert problems("") == ["cluster.yaml:1:1: the file is empty (see the README for the format)"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import gc
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,35 +46,19 @@ def _locate(doc: Document, loc: tuple[str | int, ...], *, key: bool = False) -> 
 
 
 def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
-    """Walk the model classes along a location, to suggest field names for unknown keys."""
+    """The model class at a location (through fields, list items and dict values), to suggest field names."""
     current: Any = Cluster
     for part in loc:
         if isinstance(current, type) and issubclass(current, BaseModel):
-            if not isinstance(part, str) or part not in current.model_fields:
+            field = current.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
                 return None
-            current = current.model_fields[part].annotation
-            continue
-        origin = typing.get_origin(current)
-        args = typing.get_args(current)
-        if origin in (tuple, list) and args:
-            current = args[0]
-        elif origin is dict and len(args) == 2:
-            current = args[1]
-        elif origin in (typing.Union, types.UnionType):
-            current = next((a for a in args if a is not type(None)), None)
-            if current is None:
-                return None
-            return _model_at_step(current, part)
+            current = field.annotation
+        elif typing.get_origin(current) in (tuple, list, dict):
+            current = typing.get_args(current)[-1 if typing.get_origin(current) is dict else 0]
         else:
             return None
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _model_at_step(current: Any, part: str | int) -> type[BaseModel] | None:
-    if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
-        ann = current.model_fields[part].annotation if part in current.model_fields else None
-        return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return None
 
 
 def _clean_loc(raw: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], bool]:
