@@ -19,3 +19,8 @@ def test_no_guess_between_several_kernels(tmp_path: Path) -> None:
     for version in ("6.1.0-55-amd64", "6.1.0-56-amd64"):
         (tmp_path / f"vmlinuz-{version}").write_bytes(b"k")
     assert _stand_in("vmlinuz-6.1.0-21-amd64", (tmp_path,)) is None
+
+
+def test_only_kernel_versions_are_stood_in(tmp_path: Path) -> None:
+    (tmp_path / "vmlinuz-6.1.0-56-amd64").write_bytes(b"k")
+    assert _stand_in("vmlinuz-none", (tmp_path,)) is None

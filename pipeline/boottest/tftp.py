@@ -108,7 +108,7 @@ def _copy_tree(source: Path, dest: Path) -> None:
             _place(path.resolve(), dest / rel)
 
 
-_DISTRO_FILE = re.compile(r"(vmlinuz|initrd\.img)-(.+)")
+_DISTRO_FILE = re.compile(r"(vmlinuz|initrd\.img)-(\d+\.\d+\S*)")  # a Debian kernel version
 
 
 def _stand_in(name: str, dirs: tuple[Path, ...]) -> Path | None:
