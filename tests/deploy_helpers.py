@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from pipeline.state.apply import ApplyOptions, ApplyResult
 from pipeline.state.changes import Change, Plan
 from pipeline.state.deploy import DEFAULT_PLAN_OPTIONS, apply_target, plan_target
 from pipeline.state.plan import PlanOptions
 from pipeline.state.record import STATE_PATH, Record, parse_record
+from tests.prereq import require_program
 
 
 @dataclass(frozen=True)
@@ -151,12 +150,4 @@ def deploy(
     return apply_target(build, target, opts or ApplyOptions(reload_argv=None), plan_opts)
 
 
-def require_tool(name: str) -> str:
-    """Path of an external program; skip without it locally, fail under CI=true."""
-    found = shutil.which(name)
-    if found is None:
-        message = f"{name} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: required)")
-        pytest.skip(message)
-    return found
+require_tool = require_program

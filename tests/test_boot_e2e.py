@@ -24,6 +24,7 @@ from pipeline.boottest.target import BootNode, BootTarget, WritableMount
 from pipeline.cli import main
 from pipeline.spec.load import load_cluster
 from pipeline.spec.model import Cluster
+from tests.prereq import need
 
 pytestmark = pytest.mark.boot
 
@@ -32,13 +33,6 @@ SPEC_TEMPLATE = REPO / "tests" / "boot" / "cluster.yaml"
 HANDMADE = REPO / "tests" / "boot" / "handmade"
 MACS = ("52:54:00:b0:07:01", "52:54:00:b0:07:02")
 EXPECTED_HOSTNAMES = {"52:54:00:b0:07:01": "bt-525400b00701", "52:54:00:b0:07:02": "second-node"}
-
-
-def need(ok: bool, reason: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"prerequisite missing in CI: {reason}")
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

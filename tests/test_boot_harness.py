@@ -22,20 +22,12 @@ from pipeline.boottest.qemu import VmRun, diagnose
 from pipeline.boottest.target import BootNode, BootTarget, WritableMount
 from pipeline.boottest.tftp import add_required_args, parse_pxelinux_cfg
 from pipeline.boottest.verdict import gateway_checks, guest_checks, parse_report
+from tests.prereq import need
 
-IN_CI = os.environ.get("CI") == "true"
 LAYOUT = ClientRootLayout(
     {"/etc/hostname": "/var/local/hostname", "/etc/hosts": "/var/local/hosts"}, ["/var/local", "/home"]
 )
 NODE = BootNode("52:54:00:b0:07:01", "bt-525400b00701")
-
-
-def need(ok: bool, reason: str) -> None:
-    """Skip locally when a prerequisite is missing, but fail in CI, where .ci/run must provide it."""
-    if not ok:
-        if IN_CI:
-            pytest.fail(f"prerequisite missing in CI: {reason}")
-        pytest.skip(reason)
 
 
 def need_server() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.boottest.prereqs import missing_prerequisites
+from tests.prereq import need
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,10 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.boot
 def test_doit_boottest_boots_the_seed_cluster(tmp_path: Path) -> None:
     missing = missing_prerequisites()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prerequisite missing in CI: " + "; ".join(missing))
-        pytest.skip("missing: " + "; ".join(missing))
+    need(not missing, "missing: " + "; ".join(missing))
     shutil.copy(REPO / "cluster.yaml", tmp_path / "cluster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NFSROOT_")}
     argv = [sys.executable, "-m", "doit", "run", "-f", str(REPO / "pipeline/tasks.py"), "-d", str(tmp_path)]

@@ -5,30 +5,17 @@ from __future__ import annotations
 import atexit
 import functools
 import io
-import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-
 from pipeline.archive.compression import Compression
 from pipeline.archive.cpio import CpioWriter, Entry, write_archive
+from tests.prereq import need, require_program
 
-
-def require(tool: str) -> str:
-    """Path of an external program; skip without it locally, fail under CI=true."""
-    found = shutil.which(tool) or next(
-        (p for d in ("/usr/sbin", "/sbin") if os.access(p := f"{d}/{tool}", os.X_OK)), None
-    )
-    if found is None:
-        message = f"{tool} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: required)")
-        pytest.skip(message)
-    return found
+require = require_program
 
 
 def archive(entries: Iterable[Entry], mtime: int = 0) -> bytes:
@@ -69,10 +56,7 @@ def _build_real_initrd() -> Path:
 def real_initrd() -> Path:
     """A Debian initrd built by mkinitramfs for the installed kernel, once per test session."""
     require("mkinitramfs")
-    if kernel_version() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no kernel under /lib/modules (install linux-image-amd64; CI=true: required)")
-        pytest.skip("no kernel under /lib/modules (install linux-image-amd64)")
+    need(kernel_version() is not None, "no kernel under /lib/modules (install linux-image-amd64)")
     return _build_real_initrd()
 
 

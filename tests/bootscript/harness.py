@@ -10,18 +10,17 @@ itself shows up as a difference in `root_snapshot()`.
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from pipeline.spec.load import parse_cluster
 from pipeline.spec.model import Cluster
+from tests.prereq import IN_CI, require_program
 
 HERE = Path(__file__).resolve().parent
 STUB_BIN = HERE / "bin"
@@ -70,18 +69,7 @@ BASE_SPEC: dict[str, Any] = {
 
 
 def ci() -> bool:
-    return os.environ.get("CI") == "true"
-
-
-def require_program(name: str) -> str:
-    """The program's path; skip the test when it is missing locally, fail when running in CI."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed"
-        if ci():
-            pytest.fail(f"{message} (CI=true: required)")
-        pytest.skip(message)
-    return path
+    return IN_CI
 
 
 def shell_argv(shell: str) -> list[str]:
