@@ -17,7 +17,7 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,18 +73,42 @@ class _Writer:
 
     # -- primitives, all relative to an open directory -------------------------------------------------
     def write_file(self, dirfd: int, name: str, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
+        def fill(fd: int) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+
+        self._replace(dirfd, name, fill, mode, owner)
+
+    def _replace(
+        self,
+        dirfd: int,
+        name: str,
+        fill: Callable[[int], None],
+        mode: int,
+        owner: tuple[int, int] | None = None,
+        like: int | None = None,
+    ) -> None:
+        """Land a new regular file at `name` by temp file + rename: the old inode (and its other names) is never
+        written. `fill` writes the content; `like` is an open file whose xattrs and times the new one copies."""
         self.remove_stale_tmp(dirfd)
         tmp = _tmp_name(name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
+            try:
+                fill(fd)
                 if owner is not None:
                     with contextlib.suppress(PermissionError):
-                        os.fchown(handle.fileno(), *owner)
-                os.fchmod(handle.fileno(), mode)  # after chown, which clears setuid bits
-                os.fsync(handle.fileno())
+                        os.fchown(fd, *owner)
+                if like is not None:
+                    _copy_xattrs(like, fd)  # after chown, which clears security.capability
+                os.fchmod(fd, mode)  # after chown, which clears setuid bits
+                if like is not None:
+                    st = os.fstat(like)
+                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dirfd)
@@ -110,22 +134,40 @@ class _Writer:
         self.step()
 
     def mkdir(self, dirfd: int, name: str, mode: int) -> None:
-        with contextlib.suppress(FileExistsError):  # a rerun after a crash between mkdir and chmod
-            os.mkdir(name, mode & 0o777, dir_fd=dirfd)  # the umask can only make it stricter until the chmod
-            os.fsync(dirfd)
-            self.step()
-        self.chmod(dirfd, name, mode)
+        """Create a directory with exactly `mode`; one that exists already keeps its mode and owner (issue 9:
+        /var/tmp is 1777, /var/local 2775 in a Debian root, and a mount point over them must not change that)."""
+        old_umask = os.umask(0)  # so the mode is exact from the start: a crash before any chmod leaves it right
+        try:
+            os.mkdir(name, mode & 0o1777, dir_fd=dirfd)
+        except FileExistsError:
+            return
+        finally:
+            os.umask(old_umask)
+        os.fsync(dirfd)
+        self.step()
+        if mode & 0o6000:  # setuid/setgid are not taken from mkdir's mode
+            self.chmod(dirfd, name, mode)
 
     def chmod(self, dirfd: int, name: str, mode: int) -> None:
+        """Set the mode of an existing file or directory; the one place apply changes an existing object.
+
+        A regular file with other hard links (a root made with `cp -al`, `rsync --link-dest`) may share its
+        inode with a file outside the target, so it is never changed in place: a copy with the new mode (same
+        owner, xattrs and times) replaces this name, and the other names keep the old inode untouched.
+        """
         fd = os.open(name, _READ, dir_fd=dirfd)
         try:
             st = os.fstat(fd)
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
                 raise PathConflictError(f"{name}: chmod refused on a non-regular file")
-            if stat.S_IMODE(st.st_mode) != mode:
-                os.fchmod(fd, mode)
-                os.fsync(fd)
-                self.step()
+            if stat.S_IMODE(st.st_mode) == mode:
+                return
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                self._replace(dirfd, name, lambda out: _copy_fd(fd, out), mode, (st.st_uid, st.st_gid), like=fd)
+                return
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+            self.step()
         finally:
             os.close(fd)
 
@@ -141,9 +183,10 @@ class _Writer:
                 self.symlink(dfd, dname, os.readlink(src_name, dir_fd=src_dirfd))
                 return
             fd = os.open(src_name, _READ, dir_fd=src_dirfd)
-            with os.fdopen(fd, "rb") as handle:
-                data = handle.read()
-            self.write_file(dfd, dname, data, stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid))
+            try:  # streamed: an original of any size is kept without holding it in memory
+                self._replace(dfd, dname, lambda out: _copy_fd(fd, out), stat.S_IMODE(st.st_mode), None, like=fd)
+            finally:
+                os.close(fd)
 
     def _backup_path(self, path: str) -> str:
         if self.backup_dir is None:
@@ -187,11 +230,8 @@ class _Writer:
             return
         with self.root.parent(dest) as found:
             assert found is not None
-            if fact.kind == "file":
-                fd = os.open(src_name, _READ, dir_fd=src_dirfd)
-                with os.fdopen(fd, "rb") as handle:
-                    if hashlib.sha256(handle.read()).hexdigest() == fact.sha256:
-                        return  # the same bytes (a rerun after a crash): nothing to keep
+            if fact.kind == "file" and _sha256_at(src_dirfd, src_name) == fact.sha256:
+                return  # the same bytes (a rerun after a crash): nothing to keep
             if fact.kind == "dir":
                 raise PathConflictError(f"{dest}: a directory is in the way of the skeleton copy")
             self._copy_to(found[0], found[1], self._backup_path(dest))
@@ -260,6 +300,44 @@ class _Writer:
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=dirfd)
+
+
+def _copy_fd(src: int, dst: int) -> None:
+    """Copy the rest of `src` into `dst` in the kernel where it can, else in 1 MiB chunks: memory stays flat."""
+    try:
+        while os.copy_file_range(src, dst, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    while chunk := os.read(src, 1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view) :]
+
+
+def _copy_xattrs(src: int, dst: int) -> None:
+    """Carry extended attributes (file capabilities, ACLs) over to a copy; those the filesystem refuses are
+    dropped, as `cp -a` does."""
+    try:
+        names = os.listxattr(src)
+    except OSError:
+        return
+    for key in names:
+        with contextlib.suppress(OSError):
+            os.setxattr(dst, key, os.getxattr(src, key))
+
+
+def _sha256_at(dirfd: int, name: str) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(name, _READ, dir_fd=dirfd)
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
 
 
 def _lstat(dirfd: int, name: str) -> os.stat_result | None:

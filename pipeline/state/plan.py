@@ -125,16 +125,10 @@ def _plan_dirs(
         if fact.kind == "missing":
             changes.append(replace(spec, reason=f"missing in the target; {spec.reason}"))
         elif fact.kind == "dir":
-            if fact.mode != spec.mode:
-                changes.append(
-                    replace(
-                        spec,
-                        op="chmod",
-                        old=fact.fingerprint,
-                        old_mode=fact.mode,
-                        reason=f"mode {fact.mode:04o} -> {spec.mode:04o}; {spec.reason}",
-                    )
-                )
+            # An existing directory keeps the mode and owner it has (issue 9): the manifest's mode is the one a
+            # new directory gets. A Debian root's /var/tmp (1777) or /var/local (2775) as a mount point, or a
+            # share directory an admin tightened, must not be re-moded by a deploy that never asked for it.
+            continue
         elif fact.kind == "symlink" and fact.is_dir_link:
             # Replacing a link the OS relies on (merged /usr, /var/run -> /run) would do more harm than good.
             warnings.append(f"{path}: is a symlink to a directory ({fact.target}); left as is")
