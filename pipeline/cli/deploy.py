@@ -25,7 +25,7 @@ from pipeline.state.changes import Plan
 from pipeline.state.deploy import plan_target
 from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
-from pipeline.state.render import plan_from_json, plan_to_json, render_text
+from pipeline.state.render import plan_to_json, read_plan_file, render_text
 from pipeline.state.rollback import rollback_plan
 
 
@@ -92,7 +92,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     s = settings(args)
     if args.plan:
-        plan = plan_from_json(Path(args.plan).read_text(), args.plan)
+        plan = read_plan_file(Path(args.plan))
         verify = True
     else:
         plan = make_target_plan(s, args.force)

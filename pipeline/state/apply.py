@@ -28,6 +28,7 @@ from pipeline.state.changes import Change, Plan
 from pipeline.state.observe import observe_path
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH
 from pipeline.state.rootfs import PathConflictError, TargetRoot, dir_is_empty, join_path, split_path
+from pipeline.textsafe import printable
 
 CRASH_ENV = "NFSROOT_APPLY_CRASH_AFTER"  # tests only: os._exit after this many steps (fault injection)
 TMP_PREFIX = ".nfsroot-tmp."
@@ -36,6 +37,10 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 class StalePlanError(PipelineError):
     """A saved plan no longer describes the target (it changed since the plan was made)."""
+
+
+class ApplyOSError(PipelineError):
+    """The system refused a step (disk full, immutable file, read-only filesystem): the user's to fix."""
 
 
 @dataclass(frozen=True)
@@ -384,34 +389,54 @@ def apply_plan(
     build_dir: Path | None,
     opts: ApplyOptions = ApplyOptions(),
 ) -> ApplyResult:
-    """Carry out `plan` in `target`; returns what was done. A plan without changes touches nothing."""
+    """Carry out `plan` in `target`; returns what was done. A plan without changes touches nothing.
+
+    An OS error (disk full, an immutable file, a read-only filesystem) stops the run with ApplyOSError naming
+    the path: every path is then old or new, and the journal lets the next run finish the job.
+    """
     if not plan.changes:
         return ApplyResult((), None, False)
-    # A local deploy.root (the example cluster) may not exist yet; the plan treated it as empty.
-    target.mkdir(parents=True, exist_ok=True)
-    with TargetRoot(target) as root, _maybe_root(build_dir) as build:
-        _lock(root)
-        if opts.verify:
-            verify_plan(plan, root)
-        payloads = [_content(c, build) for c in plan.changes]  # fail before the first write, not halfway
-        writer = _Writer(root, opts)
-        journal_written = not plan.journal
-        final = [c for c in plan.changes if c.path == STATE_PATH]
-        for change, data in zip(plan.changes, payloads, strict=True):
-            if change.path == STATE_PATH:
-                continue
-            if not journal_written and change.kind != "dir":
+    if opts.verify and os.path.abspath(plan.target) != os.path.abspath(target):
+        # Checked before the target is created: a plan for another target must leave no trace here.
+        raise StalePlanError(f"the plan was made for target {printable(plan.target)}, not {printable(str(target))}")
+    at = "the target root"
+    try:
+        # A local deploy.root (the example cluster) may not exist yet; the plan treated it as empty.
+        target.mkdir(parents=True, exist_ok=True)
+        with TargetRoot(target) as root, _maybe_root(build_dir) as build:
+            _lock(root)
+            if opts.verify:
+                verify_plan(plan, root)
+            payloads = []
+            for change in plan.changes:  # read and checked before the first write, not halfway
+                at = change.path
+                payloads.append(_content(change, build))
+            writer = _Writer(root, opts)
+            journal_written = not plan.journal
+            final = [c for c in plan.changes if c.path == STATE_PATH]
+            for change, data in zip(plan.changes, payloads, strict=True):
+                if change.path == STATE_PATH:
+                    continue
+                if not journal_written and change.kind != "dir":
+                    at = STATE_PATH
+                    _write_journal(writer, plan.journal)
+                    journal_written = True
+                at = change.path
+                writer.execute(change, data)
+            at = STATE_PATH
+            if not journal_written:
                 _write_journal(writer, plan.journal)
-                journal_written = True
-            writer.execute(change, data)
-        if not journal_written:
-            _write_journal(writer, plan.journal)
-        reloaded = False
-        if plan.reload_exports and opts.reload_argv:
-            run(list(opts.reload_argv))
-            reloaded = True
-        for change in final:
-            writer.execute(change, _content(change, build))
+            reloaded = False
+            if plan.reload_exports and opts.reload_argv:
+                run(list(opts.reload_argv))
+                reloaded = True
+            for change in final:
+                writer.execute(change, _content(change, build))
+    except OSError as exc:
+        raise ApplyOSError(
+            f"apply stopped at {printable(at)} in {printable(str(target))}: {exc.strerror or exc}; every path is "
+            "old or new, so fix that and rerun apply to finish"
+        ) from exc
     return ApplyResult(plan.changes, writer.backup_dir, reloaded)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, cast
 
 from pipeline.errors import PipelineError
 from pipeline.state.changes import OPS, Change, Op, Plan
 from pipeline.state.manifest import check_gateway_path
+from pipeline.textsafe import printable
 
 PLAN_FORMAT = 1
 _SYMBOL = {"mkdir": "+", "create": "+", "update": "~", "chmod": "~", "replace": "-/+", "remove": "-"}
@@ -142,4 +144,15 @@ def plan_from_json(text: str, where: str) -> Plan:
             warnings=tuple(str(w) for w in doc["warnings"]),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise PlanFileError(f"{where}: not a usable plan file ({exc})") from None
+        raise PlanFileError(f"{printable(where)}: not a usable plan file ({printable(str(exc))})") from None
+
+
+def read_plan_file(path: Path) -> Plan:
+    """Read and validate a plan saved with `nfsroot plan --out`; any reason it cannot be read is one PlanFileError."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise PlanFileError(f"{printable(str(path))}: cannot read the saved plan ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise PlanFileError(f"{printable(str(path))}: not a usable plan file (not UTF-8 at byte {exc.start})") from None
+    return plan_from_json(text, str(path))
