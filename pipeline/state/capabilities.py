@@ -101,20 +101,61 @@ def scan_capabilities(target: Path, client_root: str) -> list[CapFinding]:
     return sorted(findings, key=lambda f: f.path)
 
 
+@dataclass
+class _Open:
+    """A directory being walked: its descriptor stays open until every subdirectory has been opened from it."""
+
+    fd: int
+    path: str
+    pending: int = 0
+
+
 def _scan(dirfd: int, where: str, dev: int, out: list[CapFinding]) -> None:
+    """Walk the tree under `dirfd` with an explicit stack, never recursion: a client root may hold a chain
+    of directories deeper than Python's recursion limit (issue 12 defect 8). A descriptor is closed as soon
+    as its last subdirectory is opened, so a deep chain holds one or two at a time, whatever its depth."""
+    stack: list[tuple[_Open, str]] = []
+    current: _Open | None = _Open(os.dup(dirfd), where)
+    while current is not None or stack:
+        if current is None:
+            parent, name = stack.pop()
+            try:
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.fd)
+            except OSError:
+                sub = -1  # unreadable or swapped for a symlink: not ours to judge
+            finally:
+                parent.pending -= 1
+                if parent.pending == 0:
+                    os.close(parent.fd)
+            if sub >= 0:
+                current = _Open(sub, f"{parent.path}/{name}")
+            continue
+        try:
+            subdirs = _scan_one(current.fd, current.path, dev, out)
+        except BaseException:
+            os.close(current.fd)
+            for parent, _ in stack:
+                if parent.pending > 0:
+                    parent.pending = 0
+                    os.close(parent.fd)
+            raise
+        current.pending = len(subdirs)
+        if subdirs:
+            stack.extend((current, name) for name in reversed(subdirs))
+        else:
+            os.close(current.fd)
+        current = None
+
+
+def _scan_one(dirfd: int, where: str, dev: int, out: list[CapFinding]) -> list[str]:
+    """Record the capability files directly in one directory; returns its subdirectories on the same device."""
     with os.scandir(dirfd) as it:
         entries = sorted((e.name, e.stat(follow_symlinks=False)) for e in it)
+    subdirs: list[str] = []
     for name, st in entries:
         path = f"{where}/{name}"
         if stat.S_ISDIR(st.st_mode) and st.st_dev == dev:
-            try:
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-            except OSError:
-                continue  # unreadable or swapped for a symlink: not ours to judge
-            try:
-                _scan(sub, path, dev, out)
-            finally:
-                os.close(sub)
+            subdirs.append(name)
         elif stat.S_ISREG(st.st_mode):
             try:
                 # The magic /proc link pins the directory we hold; the leaf itself is not followed.
@@ -129,6 +170,7 @@ def _scan(dirfd: int, where: str, dev: int, out: list[CapFinding]) -> None:
                 permitted, inheritable, effective = 0, 0, False
             caps = format_caps(permitted, inheritable, effective)
             out.append(CapFinding(path, caps, permitted, stat.S_IMODE(st.st_mode), st.st_uid))
+    return subdirs
 
 
 def _exists(target: Path, client_root: str) -> bool:

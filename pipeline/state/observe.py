@@ -61,8 +61,17 @@ def _hash_file(dirfd: int, name: str) -> tuple[str, bytes | None, os.stat_result
 def observe_path(root: TargetRoot, path: str) -> Fact:
     """The fact at one gateway path; a path below a missing or non-directory parent is "missing".
 
-    A parent symlink that leaves the root raises UnsafePathError (from TargetRoot).
+    A parent symlink that leaves the root raises UnsafePathError (from TargetRoot). A file replaced between
+    lstat and open is looked at again (a loop, not recursion: a busy target cannot exhaust the stack).
     """
+    while True:
+        fact = _observe_once(root, path)
+        if fact is not None:
+            return fact
+
+
+def _observe_once(root: TargetRoot, path: str) -> Fact | None:
+    """The fact at `path`, or None if the file there was replaced while it was being read."""
     try:
         with root.parent(path) as found:
             if found is None:
@@ -76,7 +85,7 @@ def observe_path(root: TargetRoot, path: str) -> Fact:
             if stat.S_ISREG(st.st_mode):
                 digest, head, fst = _hash_file(dirfd, name)
                 if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):  # replaced between lstat and open
-                    return observe_path(root, path)
+                    return None
                 return replace(base, kind="file", sha256=digest, size=fst.st_size, text=as_text(head or b""))
             if stat.S_ISDIR(st.st_mode):
                 return replace(base, kind="dir", empty=dir_is_empty(dirfd, name))
