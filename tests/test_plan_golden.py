@@ -99,7 +99,7 @@ def _check(path: Path, actual: str) -> None:
 @pytest.mark.parametrize("name", ["first-deploy", "update", "no-changes"])
 def test_plan_golden(tmp_path: Path, name: str) -> None:
     plan, target = _scenario(tmp_path, name)
-    _check(GOLDEN / f"{name}.txt", render_text(plan, "TARGET"))
+    _check(GOLDEN / f"{name}.txt", render_text(plan, "TARGET", reload=("exportfs", "-ra")))
     as_json = plan_to_json(plan)
     _check(GOLDEN / f"{name}.json", as_json.replace(json.dumps(str(target))[1:-1], "TARGET"))
     assert plan_from_json(as_json, "plan.json") == plan

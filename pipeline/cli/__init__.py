@@ -10,11 +10,15 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pipeline.errors import PipelineError, SpecError
 from pipeline.runtime import tune_gc
+from pipeline.textsafe import printable
+from pipeline.workspace import Workspace
 
-# Exit codes, documented in the README. `plan` additionally uses EXIT_CHANGES like terraform's -detailed-exitcode.
+# Exit codes, documented in the README. `plan` additionally uses EXIT_CHANGES like terraform's -detailed-exitcode;
+# a usage error (unknown option, a number out of range) is EXIT_USAGE (sysexits' EX_USAGE).
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
@@ -23,11 +27,23 @@ EXIT_USAGE = 64
 AREAS = ("spec", "initrd", "deploy", "boottest")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which `plan` uses for "changes pending": use EXIT_USAGE instead."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # NFSROOT_SPEC / NFSROOT_BUILD choose the spec and build directory for `nfsroot` as they do for `doit`.
+    workspace = Workspace.from_env()
+    parser = _Parser(
         prog="nfsroot", description="Inspect, validate and deploy what nfsroot-pipeline builds from cluster.yaml."
     )
-    parser.add_argument("-f", "--file", default="cluster.yaml", help="the cluster spec (default: %(default)s)")
+    parser.add_argument(
+        "-f", "--file", default=str(workspace.spec_file), help="the cluster spec (default: %(default)s; NFSROOT_SPEC)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for area in AREAS:
         try:
@@ -48,12 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except SpecError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(printable(str(problem)), file=sys.stderr)
         n = len(exc.problems)
         print(f"{n} problem{'s' if n != 1 else ''} found; nothing was written", file=sys.stderr)
         return EXIT_ERROR
     except PipelineError as exc:
-        print(f"nfsroot: error: {exc}", file=sys.stderr)
+        print(f"nfsroot: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("nfsroot: interrupted", file=sys.stderr)

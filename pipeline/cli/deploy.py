@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from pipeline.cli import EXIT_CHANGES, EXIT_OK
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_atomic
 from pipeline.spec.load import load_cluster
-from pipeline.spec.model import Cluster
+from pipeline.spec.model import Cluster, Deploy
 from pipeline.state.apply import ApplyOptions, apply_plan
 from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capabilities
 from pipeline.state.changes import Plan
@@ -27,6 +29,7 @@ from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
 from pipeline.state.render import plan_to_json, read_plan_file, render_text
 from pipeline.state.rollback import rollback_plan
+from pipeline.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     else:
         plan = make_target_plan(s, args.force)
         verify = False
-    sys.stdout.write(render_text(plan, diffs=False))
+    sys.stdout.write(render_text(plan, diffs=False, reload=s.reload_argv))
     if not plan.changes:
         return EXIT_OK
     result = apply_plan(plan, s.target, s.build, ApplyOptions(s.reload_argv, args.force, verify))
@@ -112,7 +115,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     s = settings(args)
     plan = rollback_plan(s.target, args.steps)
-    sys.stdout.write(render_text(plan))
+    sys.stdout.write(render_text(plan, reload=None))  # a rollback never reloads the exports
     if args.dry_run or not plan.changes:
         return EXIT_OK
     apply_plan(plan, s.target, None, ApplyOptions(reload_argv=None))
@@ -149,12 +152,44 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def spec_range(field: str) -> tuple[int, int]:
+    """The bounds cluster.yaml's `deploy.<field>` accepts, so a flag can never go where the spec cannot."""
+    lo = hi = None
+    for rule in Deploy.model_fields[field].metadata:
+        lo = getattr(rule, "ge", lo)
+        hi = getattr(rule, "le", hi)
+    assert isinstance(lo, int) and isinstance(hi, int), f"deploy.{field} has no ge/le bounds"
+    return lo, hi
+
+
+def bounded_int(lo: int, hi: int, like: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from lo to hi, else a usage error saying so."""
+
+    def parse(text: str) -> int:
+        value = int(text) if re.fullmatch(r"[+-]?[0-9]+", text.strip()) else None
+        if value is None or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {lo} to {hi} ({like}), got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--build", default="build", help="the build directory holding manifest.json (default: build)")
+    default_build = Workspace.from_env().build
+    p.add_argument(
+        "--build",
+        default=str(default_build),
+        help="the build directory holding manifest.json (default: %(default)s; NFSROOT_BUILD)",
+    )
     p.add_argument("--target", type=Path, help="the target root (default: deploy.root of the spec)")
     p.add_argument("--client-root", help="gateway path of the read-only root share (default: from the spec)")
     p.add_argument("--capabilities", choices=REMEDIES, help="remedy for file capabilities (default: from the spec)")
-    p.add_argument("--keep-initrds", type=int, help="previous initrd generations kept (default: from the spec)")
+    p.add_argument(
+        "--keep-initrds",
+        type=bounded_int(*spec_range("keep_initrds"), "like deploy.keep_initrds"),
+        help="previous initrd generations kept (default: from the spec)",
+    )
     p.add_argument("--force", action="store_true", help="move non-empty directories in the way to the backups")
 
 
@@ -175,7 +210,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("rollback", help="point the deployed pxelinux configs at the previous initrds")
     _common(p)
-    p.add_argument("--steps", type=int, default=1, help="how many initrd generations back (default: 1)")
+    p.add_argument(
+        "--steps",
+        type=bounded_int(1, spec_range("keep_initrds")[1], "at most deploy.keep_initrds generations are kept"),
+        default=1,
+        help="how many initrd generations back (default: 1)",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the change without making it")
     p.set_defaults(handler=cmd_rollback)
 

@@ -48,9 +48,11 @@ def render_text(
     plan: Plan,
     target_label: str | None = None,
     diffs: bool = True,
-    reload: tuple[str, ...] | None = ("exportfs", "-ra"),
+    *,
+    reload: tuple[str, ...] | None,
 ) -> str:
-    """The plan as a terraform-style summary; `reload` is the exports reload command, None when disabled."""
+    """The plan as a terraform-style summary; `reload` is the exports reload command that will really run,
+    None when disabled (no default: a guessed command is what the plan used to print, issue 13)."""
     lines = [f'nfsroot plan: cluster "{plan.cluster}", target {target_label or plan.target}', ""]
     lines.extend(f"warning: {w}" for w in plan.warnings)
     if plan.warnings:
@@ -69,7 +71,8 @@ def render_text(
         lines.append(f"The exports change: apply will run `{shlex.join(reload)}` afterwards.")
     elif plan.reload_exports:
         lines.append(
-            "The exports change: reloading is disabled (deploy.reload: []), so reload the NFS server yourself."
+            "The exports change: reloading is disabled (deploy.reload: [] or --no-reload), "
+            "so reload the NFS server yourself."
         )
     s = plan.summary
     lines.append(
