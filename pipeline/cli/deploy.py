@@ -29,6 +29,7 @@ from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
 from pipeline.state.render import plan_to_json, read_plan_file, render_text
 from pipeline.state.rollback import rollback_plan
+from pipeline.textsafe import printable
 from pipeline.workspace import Workspace
 
 
@@ -106,9 +107,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     result = apply_plan(plan, s.target, s.build, ApplyOptions(s.reload_argv, args.force, verify))
     print(f"Apply complete: {len(result.applied)} changes.")
     if result.backup_dir:
-        print(f"Originals kept in {s.target}{result.backup_dir}")
+        print(f"Originals kept in {printable(str(s.target) + result.backup_dir)}")
     if result.reloaded and s.reload_argv:
-        print(f"Exports reloaded: {shlex.join(s.reload_argv)}")
+        print(f"Exports reloaded: {printable(shlex.join(s.reload_argv))}")
     return EXIT_OK
 
 
@@ -141,14 +142,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not s.client_root:
         print("capabilities: not audited (no client root: give --client-root or a spec)")
+    # Names come from the client root: escaped, so a crafted file name cannot fake lines (issue 12 defect 11).
     for f in findings:
-        print(f"capability: {f.path}: {f.caps} (lost over NFS)")
+        print(f"capability: {printable(f.path)}: {f.caps} (lost over NFS)")
     for c in remedy:
-        print(f"remedy {s.remedy}: {c.op} {c.path}")
+        print(f"remedy {s.remedy}: {c.op} {printable(c.path)}")
     if s.writable is None:
         print("read-only root lint: skipped (needs the spec)")
     for w in warnings:
-        print(w)
+        print(printable(str(w)))
     return EXIT_OK
 
 

@@ -44,6 +44,11 @@ def _keeps(c: Change) -> list[str]:
     return out
 
 
+def _diff_line(line: str) -> str:
+    """A diff line with its control characters escaped, tabs kept (they are ordinary in text files)."""
+    return "\t".join(printable(part) for part in line.split("\t"))
+
+
 def render_text(
     plan: Plan,
     target_label: str | None = None,
@@ -53,22 +58,24 @@ def render_text(
 ) -> str:
     """The plan as a terraform-style summary; `reload` is the exports reload command that will really run,
     None when disabled (no default: a guessed command is what the plan used to print, issue 13)."""
-    lines = [f'nfsroot plan: cluster "{plan.cluster}", target {target_label or plan.target}', ""]
-    lines.extend(f"warning: {w}" for w in plan.warnings)
+    # Paths, link targets, reasons and diffs come from the target and may hold newlines or ESC sequences
+    # (issue 12 defect 11): every such value goes through printable(), so no line can be faked.
+    lines = [f'nfsroot plan: cluster "{printable(plan.cluster)}", target {printable(target_label or plan.target)}', ""]
+    lines.extend(f"warning: {printable(w)}" for w in plan.warnings)
     if plan.warnings:
         lines.append("")
     if not plan.changes:
         lines.append("No changes. The target matches the build.")
         return "\n".join(lines) + "\n"
     for c in plan.changes:
-        lines.append(f"{_SYMBOL[c.op]:>3} {c.op:<8} {c.path}  {_what(c)}".rstrip())
-        lines.append(f"      reason: {c.reason}")
-        lines.extend(f"      {note}" for note in _keeps(c))
+        lines.append(f"{_SYMBOL[c.op]:>3} {c.op:<8} {printable(c.path)}  {printable(_what(c))}".rstrip())
+        lines.append(f"      reason: {printable(c.reason)}")
+        lines.extend(f"      {printable(note)}" for note in _keeps(c))
         if diffs and c.diff:
-            lines.extend(f"      {line}".rstrip() for line in c.diff.splitlines())
+            lines.extend(f"      {_diff_line(line)}".rstrip() for line in c.diff.splitlines())
     lines.append("")
     if plan.reload_exports and reload:
-        lines.append(f"The exports change: apply will run `{shlex.join(reload)}` afterwards.")
+        lines.append(f"The exports change: apply will run `{printable(shlex.join(reload))}` afterwards.")
     elif plan.reload_exports:
         lines.append(
             "The exports change: reloading is disabled (deploy.reload: [] or --no-reload), "
