@@ -106,3 +106,13 @@ def test_a_plan_refused_for_another_target_does_not_create_it(
     assert _apply(build, other, "--plan", str(saved)) == EXIT_ERROR
     _one_error_line(capsys.readouterr().err, "the plan was made for target")
     assert not os.path.lexists(other) and not os.path.lexists(other.parent)
+
+
+def test_a_plan_that_cannot_be_saved_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    build = make_build(tmp_path / "build", {"/etc/hosts": "new\n"})
+    target = make_tree(tmp_path / "t", {"/etc/hosts": "old\n"})
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "plan.json"
+    spec = str(tmp_path / "no-cluster.yaml")
+    assert main(["-f", spec, "plan", "--build", str(build), "--target", str(target), "--out", str(out)]) == EXIT_ERROR
+    _one_error_line(capsys.readouterr().err, str(out), "cannot save the plan")

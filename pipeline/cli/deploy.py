@@ -87,7 +87,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     s = settings(args)
     plan = make_target_plan(s, args.force)
     if args.out:
-        write_atomic(Path(args.out), plan_to_json(plan).encode())
+        try:
+            write_atomic(Path(args.out), plan_to_json(plan).encode())
+        except OSError as exc:
+            raise PipelineError(f"{args.out}: cannot save the plan ({exc.strerror or exc})") from None
     text = render_text(plan, diffs=not args.no_diff, reload=s.reload_argv)
     sys.stdout.write(plan_to_json(plan) if args.json else text)
     return EXIT_CHANGES if plan.changes else EXIT_OK
