@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cli import EXIT_ERROR, EXIT_OK, main
 from tests.deploy_helpers import make_build, make_tree
-from tests.prereq import need
+from tests.prereq import need, require_program
 
 
 def _one_error_line(err: str, *needles: str) -> str:
@@ -36,12 +36,13 @@ def _leftovers(target: Path) -> list[str]:
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mnt)], capture_output=True)
-    need(proc.returncode == 0, f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    mount, umount = require_program("mount"), require_program("umount")
+    proc = subprocess.run([mount, "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mnt)], capture_output=True)
+    need(proc.returncode == 0, f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        subprocess.run([umount, str(mnt)], check=True)
 
 
 def test_disk_full_is_one_line_and_leaves_the_file_old(
@@ -64,14 +65,15 @@ def test_an_immutable_file_is_one_line_and_stays_as_it_was(tmp_path: Path, capsy
     build = make_build(tmp_path / "build", {"/etc/hosts": "new\n"})
     target = make_tree(tmp_path / "t", {"/etc/hosts": "old\n"})
     locked = target / "etc"
-    proc = subprocess.run(["chattr", "+i", str(locked)], capture_output=True, text=True)
+    chattr = require_program("chattr")
+    proc = subprocess.run([chattr, "+i", str(locked)], capture_output=True, text=True)
     need(proc.returncode == 0, f"chattr +i does not work on this filesystem: {proc.stderr.strip()}")
     try:
         assert _apply(build, target) == EXIT_ERROR
         _one_error_line(capsys.readouterr().err, "/etc/hosts", "Operation not permitted")
         assert (target / "etc/hosts").read_text() == "old\n"
     finally:
-        subprocess.run(["chattr", "-i", str(locked)], check=True)
+        subprocess.run([chattr, "-i", str(locked)], check=True)
     assert _leftovers(target) == []
 
 
