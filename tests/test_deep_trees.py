@@ -83,3 +83,18 @@ def test_plan_and_audit_survive_a_deep_chain(
     assert main(["-f", spec, "audit", *common, "--capabilities", "setuid", "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert [f["path"] for f in report["capabilities"]] == [leaf]
+
+
+def test_deeply_nested_json_in_the_record_or_a_saved_plan_is_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build = make_build(tmp_path / "build", {"/etc/hosts": "x\n"})
+    target = make_tree(tmp_path / "t", {"/var/lib/nfsroot-pipeline/deployed.json": "[" * 100_000})
+    spec = str(tmp_path / "no-cluster.yaml")
+    common = ["--build", str(build), "--target", str(target)]
+    assert main(["-f", spec, "plan", *common]) == 1
+    assert "not a valid deployed-state record" in capsys.readouterr().err
+    saved = tmp_path / "plan.json"
+    saved.write_text('{"format": 1, "changes": ' + "[" * 100_000)
+    assert main(["-f", spec, "apply", *common, "--plan", str(saved)]) == 1
+    assert "not a usable plan file" in capsys.readouterr().err

@@ -67,7 +67,8 @@ def parse_record(text: str, where: str = STATE_PATH) -> Record:
         reload_pending = doc["reload_pending"]
         if not isinstance(reload_pending, bool) or not isinstance(doc["cluster"], str):
             raise ValueError("bad reload_pending or cluster")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    # RecursionError: json recurses per nesting level, and this file is not ours to trust (issue 12 defect 8).
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise RecordError(
             f"{where} in the target is not a valid deployed-state record ({exc}); "
             "move it aside if it is not nfsroot-pipeline's"

@@ -153,7 +153,8 @@ def plan_from_json(text: str, where: str) -> Plan:
             reload_exports=bool(doc["reload_exports"]),
             warnings=tuple(str(w) for w in doc["warnings"]),
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    # RecursionError: json recurses per nesting level, and this file is not ours to trust (issue 12 defect 8).
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise PlanFileError(f"{printable(where)}: not a usable plan file ({printable(str(exc))})") from None
 
 
