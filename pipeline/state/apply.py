@@ -266,7 +266,7 @@ class _Writer:
         self.step()
 
     # -- one change ------------------------------------------------------------------------------------
-    def execute(self, c: Change, data: bytes | None) -> None:
+    def execute(self, c: Change, data: Payload) -> None:
         with self.root.parent(c.path) as found:
             if found is None:
                 raise PathConflictError(f"{c.path}: parent directory is missing in the target")
@@ -294,6 +294,9 @@ class _Writer:
                 if c.kind == "symlink":
                     assert c.target is not None
                     self.symlink(dirfd, name, c.target)
+                elif isinstance(data, _Staged):
+                    assert c.mode is not None
+                    self._replace(dirfd, name, data.fill, c.mode)
                 else:
                     assert data is not None and c.mode is not None
                     self.write_file(dirfd, name, data, c.mode)
@@ -352,24 +355,69 @@ def _lstat(dirfd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _content(c: Change, build: TargetRoot | None) -> bytes | None:
-    """The new bytes of a file change, checked against the plan's hash before anything is written."""
+@dataclass(frozen=True)
+class _Staged:
+    """New content that stays in build/ until it is written: streamed into place and hashed on the way, so a
+    file of any size costs 1 MiB of memory (issue 12 defect 7), and bytes changed since the check are caught."""
+
+    build: TargetRoot
+    staged: str
+    path: str
+    sha256: str | None
+
+    def _open(self) -> int:
+        with self.build.parent("/" + self.staged) as found:
+            if found is None:
+                raise StalePlanError(f"{self.path}: staged file {self.staged} is missing from {self.build.path}")
+            try:
+                return os.open(found[1], _READ, dir_fd=found[0])
+            except FileNotFoundError:
+                raise StalePlanError(
+                    f"{self.path}: staged file {self.staged} is missing from {self.build.path}"
+                ) from None
+
+    def _stream(self, out: int | None) -> None:
+        digest = hashlib.sha256()
+        fd = self._open()
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StalePlanError(f"{self.path}: staged file {self.staged} is not a regular file")
+            while chunk := os.read(fd, 1 << 20):
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while out is not None and view:
+                    view = view[os.write(out, view) :]
+        finally:
+            os.close(fd)
+        if self.sha256 is not None and digest.hexdigest() != self.sha256:
+            raise StalePlanError(
+                f"{self.path}: the build changed since the plan was made (sha256 mismatch); plan again"
+            )
+
+    def check(self) -> None:
+        self._stream(None)
+
+    def fill(self, out: int) -> None:
+        self._stream(out)
+
+
+Payload = bytes | _Staged | None
+
+
+def _content(c: Change, build: TargetRoot | None) -> Payload:
+    """The new content of a file change, checked against the plan's hash before anything is written."""
     if c.kind != "file" or c.op in ("chmod", "remove"):
         return None
     if c.content is not None:
         data = c.content.encode()
-    else:
-        if build is None or c.staged is None:
-            raise PipelineError(f"{c.path}: the plan names no content for this file")
-        with build.parent("/" + c.staged) as found:
-            if found is None:
-                raise StalePlanError(f"{c.path}: staged file {c.staged} is missing from {build.path}")
-            fd = os.open(found[1], _READ, dir_fd=found[0])
-            with os.fdopen(fd, "rb") as handle:
-                data = handle.read()
-    if c.sha256 is not None and hashlib.sha256(data).hexdigest() != c.sha256:
-        raise StalePlanError(f"{c.path}: the build changed since the plan was made (sha256 mismatch); plan again")
-    return data
+        if c.sha256 is not None and hashlib.sha256(data).hexdigest() != c.sha256:
+            raise StalePlanError(f"{c.path}: the plan's content does not match its sha256; plan again")
+        return data
+    if build is None or c.staged is None:
+        raise PipelineError(f"{c.path}: the plan names no content for this file")
+    staged = _Staged(build, c.staged, c.path, c.sha256)
+    staged.check()
+    return staged
 
 
 def verify_plan(plan: Plan, root: TargetRoot) -> None:

@@ -164,8 +164,9 @@ def parse_manifest(data: bytes, source: str = "manifest.json") -> Manifest:
     return manifest
 
 
-def read_staged(build: TargetRoot, entry: FileEntry) -> bytes:
-    """The staged bytes of a file entry, confined to build/ and checked against the manifest's hash."""
+def read_staged(build: TargetRoot, entry: FileEntry) -> bytes | None:
+    """Check a file entry's staged bytes against the manifest (confined to build/); returns them when small
+    enough to diff (TEXT_LIMIT), else None. Streamed: a staged file of any size costs 1 MiB of memory."""
     where = f"staged file {entry.staged} (for {entry.path})"
     with build.parent("/" + entry.staged) as found:
         if found is None:
@@ -180,14 +181,23 @@ def read_staged(build: TargetRoot, entry: FileEntry) -> bytes:
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise ManifestError(f"{where} is not a regular file")
-            data = handle.read()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry.sha256 or len(data) != entry.size:
+            hasher = hashlib.sha256()
+            size = 0
+            small: list[bytes] | None = []
+            while chunk := handle.read(1 << 20):
+                hasher.update(chunk)
+                size += len(chunk)
+                if small is not None and size <= TEXT_LIMIT:
+                    small.append(chunk)
+                else:
+                    small = None
+    digest = hasher.hexdigest()
+    if digest != entry.sha256 or size != entry.size:
         raise ManifestError(
-            f"{where} does not match the manifest (sha256 {digest[:12]}…, {len(data)} bytes; "
+            f"{where} does not match the manifest (sha256 {digest[:12]}…, {size} bytes; "
             f"expected {entry.sha256[:12]}…, {entry.size} bytes): rebuild with `doit`"
         )
-    return data
+    return b"".join(small) if small is not None else None
 
 
 def as_text(data: bytes) -> str | None:
@@ -211,7 +221,8 @@ def load_desired(build_dir: Path) -> Desired:
     with TargetRoot(build_dir) as build:
         for entry in manifest.entries:
             if isinstance(entry, FileEntry):
-                text = as_text(read_staged(build, entry))
+                content = read_staged(build, entry)
+                text = as_text(content) if content is not None else None
                 if text is not None:
                     texts[entry.path] = text
     return Desired(manifest=manifest, build_dir=build_dir, texts=texts)
