@@ -38,6 +38,7 @@ def test_setuid_remedy_on_a_hard_linked_ping_leaves_the_outside_name_alone(tmp_p
     build = make_build(tmp_path / "build", {"/etc/hosts": "x\n"})
     extra = tuple(capability_changes(target, "/clients", "setuid"))
     assert [(c.op, c.path) for c in extra] == [("chmod", "/clients/usr/bin/ping")]
+    assert extra[0].reason.endswith("2 hard links: replaced by a copy, the other names keep the old file")
     apply_plan(plan_for(build, target, DEFAULT_PLAN_OPTIONS, extra), target, build, ApplyOptions(reload_argv=None))
     inside = target / "clients/usr/bin/ping"
     assert _mode(outside) == 0o755, "the inode outside the target became setuid"
@@ -56,7 +57,9 @@ def test_exports_hard_linked_outside_is_replaced_not_written_through(tmp_path: P
     os.link(outside, target / "etc/exports")
     build = make_build(tmp_path / "build", {"/etc/exports": F("/clients *(ro)\n", role="exports")})
     plan = plan_for(build, target)
-    assert scenario in [c.op for c in plan.changes if c.path == "/etc/exports"]
+    (change,) = [c for c in plan.changes if c.path == "/etc/exports"]
+    assert change.op == scenario
+    assert ("2 hard links" in change.reason) == (scenario == "chmod")  # an update always replaces the file
     apply_plan(plan, target, build, ApplyOptions(reload_argv=None))
     assert _mode(outside) == 0o600
     assert outside.read_text() == ("/clients *(ro)\n" if scenario == "chmod" else "old\n")

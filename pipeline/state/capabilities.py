@@ -204,7 +204,7 @@ def capability_changes(target: Path, client_root: str, remedy: str) -> list[Chan
                         "chmod",
                         f.path,
                         "file",
-                        f"{f.caps} is lost over NFS; remedy setuid{note}; from deploy.capabilities",
+                        f"{f.caps} is lost over NFS; remedy setuid{note}; from deploy.capabilities{fact.link_note}",
                         "capabilities",
                         _FIELDS,
                         old=fact.fingerprint,

@@ -32,6 +32,14 @@ class Fact:
     empty: bool | None = None  # dirs: no entries
     is_dir_link: bool = False  # a symlink that resolves (inside the root) to a directory
     text: str | None = None
+    links: int = 1  # files: hard links; more than one means apply replaces the file rather than change it
+
+    @property
+    def link_note(self) -> str:
+        """What the plan says about a file change on a hard-linked file (apply copies it, issue 12 defect 1)."""
+        if self.kind != "file" or self.links <= 1:
+            return ""
+        return f"; {self.links} hard links: replaced by a copy, the other names keep the old file"
 
     @property
     def fingerprint(self) -> str:
@@ -86,7 +94,9 @@ def _observe_once(root: TargetRoot, path: str) -> Fact | None:
                 digest, head, fst = _hash_file(dirfd, name)
                 if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):  # replaced between lstat and open
                     return None
-                return replace(base, kind="file", sha256=digest, size=fst.st_size, text=as_text(head or b""))
+                return replace(
+                    base, kind="file", sha256=digest, size=fst.st_size, text=as_text(head or b""), links=fst.st_nlink
+                )
             if stat.S_ISDIR(st.st_mode):
                 return replace(base, kind="dir", empty=dir_is_empty(dirfd, name))
             if stat.S_ISLNK(st.st_mode):

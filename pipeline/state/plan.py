@@ -169,7 +169,9 @@ def _plan_file(entry: FileEntry, fact: Fact, desired: Desired, record: Record, o
         if fact.sha256 == entry.sha256:
             if fact.mode == mode:
                 return None
-            return replace(base, op="chmod", reason=f"mode {fact.mode:04o} -> {mode:04o}; {base.reason}")
+            return replace(
+                base, op="chmod", reason=f"mode {fact.mode:04o} -> {mode:04o}; {base.reason}{fact.link_note}"
+            )
         old_sha = fact.sha256 or ""
         keep_as = f"{entry.path}.{old_sha[:12]}" if entry.role == "initrd" and opts.keep_initrds > 0 else None
         return replace(
