@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from pipeline.errors import PipelineError, SpecError
@@ -33,6 +34,20 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)}\n")
+
+
+def bounded_int(lo: int, hi: int, like: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from lo to hi, else a usage error (EXIT_USAGE) saying so; `like`
+    says where the range comes from. Every numeric option should use one (issue 12 defect 10)."""
+
+    def parse(text: str) -> int:
+        value = int(text) if re.fullmatch(r"[+-]?[0-9]+", text.strip()) else None
+        if value is None or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {lo} to {hi} ({like}), got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cli import EXIT_CHANGES, EXIT_OK
+from pipeline.cli import EXIT_CHANGES, EXIT_OK, bounded_int
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_atomic
 from pipeline.spec.load import load_cluster
@@ -165,19 +163,6 @@ def spec_range(field: str) -> tuple[int, int]:
         hi = getattr(rule, "le", hi)
     assert isinstance(lo, int) and isinstance(hi, int), f"deploy.{field} has no ge/le bounds"
     return lo, hi
-
-
-def bounded_int(lo: int, hi: int, like: str) -> Callable[[str], int]:
-    """An argparse type: a whole number from lo to hi, else a usage error saying so."""
-
-    def parse(text: str) -> int:
-        value = int(text) if re.fullmatch(r"[+-]?[0-9]+", text.strip()) else None
-        if value is None or not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be a whole number from {lo} to {hi} ({like}), got {text!r}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
 
 
 def _common(p: argparse.ArgumentParser) -> None:
