@@ -99,3 +99,24 @@ def test_existing_directories_keep_their_mode_and_owner(tmp_path: Path) -> None:
     assert _mode(target / "clients/var/lib/new") == 0o755
     assert _mode(target / "clients/var/lib") == 0o755
     assert plan_for(build, target).changes == ()
+
+
+def test_a_backup_keeps_the_original_owner_mode_and_times(tmp_path: Path) -> None:
+    target = make_tree(tmp_path / "t", {"/etc/hosts": F("old\n", mode="0640")})
+    original = target / "etc/hosts"
+    os.chown(original, 1234, 50)
+    os.utime(original, ns=(1_000_000_000, 2_000_000_000))
+    build = make_build(tmp_path / "build", {"/etc/hosts": "new\n"})
+    from tests.deploy_helpers import deploy
+
+    result = deploy(build, target)
+    assert result.backup_dir is not None
+    kept = target / result.backup_dir.lstrip("/") / "etc/hosts"
+    st = kept.stat()
+    assert (kept.read_text(), _mode(kept), st.st_uid, st.st_gid, st.st_mtime_ns) == (
+        "old\n",
+        0o640,
+        1234,
+        50,
+        2_000_000_000,
+    )

@@ -28,7 +28,6 @@ from pipeline.state.changes import Change, Plan
 from pipeline.state.observe import observe_path
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH
 from pipeline.state.rootfs import PathConflictError, TargetRoot, dir_is_empty, join_path, split_path
-from pipeline.textsafe import printable
 
 CRASH_ENV = "NFSROOT_APPLY_CRASH_AFTER"  # tests only: os._exit after this many steps (fault injection)
 TMP_PREFIX = ".nfsroot-tmp."
@@ -189,7 +188,8 @@ class _Writer:
                 return
             fd = os.open(src_name, _READ, dir_fd=src_dirfd)
             try:  # streamed: an original of any size is kept without holding it in memory
-                self._replace(dfd, dname, lambda out: _copy_fd(fd, out), stat.S_IMODE(st.st_mode), None, like=fd)
+                owner = (st.st_uid, st.st_gid)
+                self._replace(dfd, dname, lambda out: _copy_fd(fd, out), stat.S_IMODE(st.st_mode), owner, like=fd)
             finally:
                 os.close(fd)
 
@@ -446,7 +446,7 @@ def apply_plan(
         return ApplyResult((), None, False)
     if opts.verify and os.path.abspath(plan.target) != os.path.abspath(target):
         # Checked before the target is created: a plan for another target must leave no trace here.
-        raise StalePlanError(f"the plan was made for target {printable(plan.target)}, not {printable(str(target))}")
+        raise StalePlanError(f"the plan was made for target {plan.target}, not {target}")
     at = "the target root"
     try:
         # A local deploy.root (the example cluster) may not exist yet; the plan treated it as empty.
@@ -482,7 +482,7 @@ def apply_plan(
                 writer.execute(change, _content(change, build))
     except OSError as exc:
         raise ApplyOSError(
-            f"apply stopped at {printable(at)} in {printable(str(target))}: {exc.strerror or exc}; every path is "
+            f"apply stopped at {at} in {target}: {exc.strerror or exc}; every path is "
             "old or new, so fix that and rerun apply to finish"
         ) from exc
     return ApplyResult(plan.changes, writer.backup_dir, reloaded)

@@ -155,7 +155,7 @@ def plan_from_json(text: str, where: str) -> Plan:
         )
     # RecursionError: json recurses per nesting level, and this file is not ours to trust (issue 12 defect 8).
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise PlanFileError(f"{printable(where)}: not a usable plan file ({printable(str(exc))})") from None
+        raise PlanFileError(f"{where}: not a usable plan file ({exc})") from None
 
 
 def read_plan_file(path: Path) -> Plan:
@@ -163,7 +163,7 @@ def read_plan_file(path: Path) -> Plan:
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise PlanFileError(f"{printable(str(path))}: cannot read the saved plan ({exc.strerror or exc})") from None
+        raise PlanFileError(f"{path}: cannot read the saved plan ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
-        raise PlanFileError(f"{printable(str(path))}: not a usable plan file (not UTF-8 at byte {exc.start})") from None
+        raise PlanFileError(f"{path}: not a usable plan file (not UTF-8 at byte {exc.start})") from None
     return plan_from_json(text, str(path))
