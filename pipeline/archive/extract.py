@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.archive.cpio import Kind
+from pipeline.archive.cpio import Kind, shown
 from pipeline.archive.segments import Progress, open_initrd, scan
 from pipeline.archive.tree import Dropped, build_tree
 from pipeline.errors import ArchiveError, UnsafePathError
@@ -47,7 +47,7 @@ class _Root:
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=self.dir_fd(parent))
             except OSError as exc:
-                raise UnsafePathError(f"{path}: not a directory we created ({exc.strerror})") from None
+                raise UnsafePathError(f"{shown(path)}: not a directory we created ({exc.strerror})") from None
             self._fds[path] = fd
         return fd
 
@@ -78,12 +78,12 @@ def _root(dest: Path) -> Iterator[_Root]:
 
 def _prepare(dest: Path) -> None:
     if dest.is_symlink():
-        raise UnsafePathError(f"{dest}: the destination must not be a symlink")
+        raise UnsafePathError(f"{shown(str(dest))}: the destination must not be a symlink")
     if dest.exists():
         if not dest.is_dir():
-            raise ArchiveError(f"{dest}: exists and is not a directory")
+            raise ArchiveError(f"{shown(str(dest))}: exists and is not a directory")
         if any(dest.iterdir()):
-            raise ArchiveError(f"{dest}: the destination directory is not empty")
+            raise ArchiveError(f"{shown(str(dest))}: the destination directory is not empty")
     else:
         dest.mkdir(parents=True)
 

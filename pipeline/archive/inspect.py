@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.archive.cpio import shown
 from pipeline.archive.segments import Segment
 from pipeline.archive.tree import Dropped, EntryInfo
 
@@ -22,12 +23,12 @@ def describe(info: EntryInfo) -> str:
     """One `ls -l`-like line: mode, size (or device numbers), name, and the target of a symlink."""
     size = f"{info.rdev[0]},{info.rdev[1]}" if info.special in (stat.S_IFCHR, stat.S_IFBLK) else str(info.size)
     owner = f" {info.uid}:{info.gid}" if info.uid or info.gid else ""
-    line = f"{stat.filemode(info.st_mode)}{owner} {size:>10}  {info.name}"
-    return f"{line} -> {info.target}" if info.target else line
+    line = f"{stat.filemode(info.st_mode)}{owner} {size:>10}  {shown(info.name)}"
+    return f"{line} -> {shown(info.target)}" if info.target else line
 
 
 def segment_lines(path: Path, segments: Sequence[Segment]) -> Iterator[str]:
-    yield f"{path}: {len(segments)} segment{'s' if len(segments) != 1 else ''}"
+    yield f"{shown(str(path))}: {len(segments)} segment{'s' if len(segments) != 1 else ''}"
     for seg in segments:
         archives = f" in {seg.archives} archives" if seg.archives > 1 else ""
         yield (
@@ -41,7 +42,11 @@ def listing_lines(tree: Mapping[str, EntryInfo], dropped: Sequence[Dropped] = ()
     for info in tree.values():
         yield describe(info)
     for drop in dropped:
-        yield f"ignored by the kernel: {drop.name} from {drop.source}: {drop.reason}"
+        yield dropped_line(drop)
+
+
+def dropped_line(drop: Dropped) -> str:
+    return f"ignored by the kernel: {shown(drop.name)} from {shown(drop.source)}: {drop.reason}"
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def _short(info: EntryInfo) -> str:
     if info.sha256:
         text += f" {info.sha256[:HASH_DIGITS]}"
     if info.target:
-        text += f" -> {info.target}"
+        text += f" -> {shown(info.target)}"
     if info.special in (stat.S_IFCHR, stat.S_IFBLK):
         text += f" dev {info.rdev[0]},{info.rdev[1]}"
     return text
@@ -82,10 +87,10 @@ def _short(info: EntryInfo) -> str:
 def change_lines(changes: Sequence[TreeChange]) -> Iterator[str]:
     for change in changes:
         if change.old is None and change.new is not None:
-            yield f"+ {_short(change.new)}  {change.name}"
+            yield f"+ {_short(change.new)}  {shown(change.name)}"
         elif change.new is None and change.old is not None:
-            yield f"- {_short(change.old)}  {change.name}"
+            yield f"- {_short(change.old)}  {shown(change.name)}"
         elif change.old is not None and change.new is not None:
-            yield f"~ {_short(change.old)}  =>  {_short(change.new)}  {change.name}"
+            yield f"~ {_short(change.old)}  =>  {_short(change.new)}  {shown(change.name)}"
     counts = {op: sum(c.op == op for c in changes) for op in ("added", "removed", "changed")}
     yield ", ".join(f"{n} {op}" for op, n in counts.items())

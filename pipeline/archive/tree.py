@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.archive.cpio import Kind, Member, is_safe_name
+from pipeline.archive.cpio import Kind, Member, is_safe_name, shown
 from pipeline.archive.segments import Progress, ProgressHandle, Segment, open_initrd, scan
 from pipeline.errors import UnsafePathError
 
@@ -292,7 +292,7 @@ def build_tree(
                         archive = stream.archive
                     if safe_names and not is_safe_name(member.name):
                         raise UnsafePathError(
-                            f"{source}: refusing entry {member.name!r}: absolute names and '..' are not extracted"
+                            f"{shown(source)}: refusing entry {member.name!r}: absolute names and '..' are not extracted"
                         )
                     size, digest = 0, ""
                     if member.kind is Kind.FILE:

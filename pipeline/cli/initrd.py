@@ -8,10 +8,12 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from pipeline.archive.cpio import shown
 from pipeline.archive.extract import extract
 from pipeline.archive.inspect import (
     change_lines,
     diff_trees,
+    dropped_line,
     listing_lines,
     segment_lines,
     split_initrd_list,
@@ -68,7 +70,7 @@ def _progress(path: Path) -> Callable[[int, int], None] | None:
     def show(done: int, total: int) -> None:
         pct = 100 * done // total if total else 100
         end = "\n" if done >= total else ""
-        print(f"\rreading {path.name}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
+        print(f"\rreading {shown(path.name)}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
 
     return show
 
@@ -92,13 +94,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
     try:
         result = extract(_paths(args.files), args.dest, progress=_progress)
     except OSError as exc:
-        raise ArchiveError(f"extracting into {args.dest}: {exc}") from None
+        raise ArchiveError(f"extracting into {shown(str(args.dest))}: {shown(str(exc))}") from None
     print(
-        f"{args.dest}: {result.files} files, {result.dirs} directories, {result.symlinks} symlinks, "
+        f"{shown(str(args.dest))}: {result.files} files, {result.dirs} directories, {result.symlinks} symlinks, "
         f"{result.others} special files"
     )
     for name in result.skipped:
-        print(f"skipped (needs root): {name}", file=sys.stderr)
+        print(f"skipped (needs root): {shown(name)}", file=sys.stderr)
     for drop in result.dropped:
-        print(f"ignored by the kernel: {drop.name} from {drop.source}: {drop.reason}", file=sys.stderr)
+        print(dropped_line(drop), file=sys.stderr)
     return EXIT_ERROR if result.skipped else EXIT_OK
