@@ -73,7 +73,7 @@ def test_extract_messages_escape_member_names(tmp_path: Path, capsys: pytest.Cap
     captured = capsys.readouterr()
     _check(captured.out, 1)
     assert not RAW.search(captured.err), captured.err
-    assert "missing/\\x1b[31mred\\nline" in captured.err
+    assert "missing/\\x1b[31mred\\nline" in captured.err and "dev/\\nnull" in captured.err
     assert (tmp_path / "dest" / EVIL).read_bytes() == b"data"  # the name itself is extracted as it is
 
 

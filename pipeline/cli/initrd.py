@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ex = actions.add_parser("extract", help="unpack the effective tree into an empty directory, safely")
     ex.add_argument("files", nargs="+", metavar="FILE", help="initrds in boot order")
     ex.add_argument("dest", metavar="DEST", type=Path, help="destination (created; must be empty)")
+    ex.add_argument(
+        "--keep-special",
+        action="store_true",
+        help="also create device nodes, fifos and sockets, and keep setuid/setgid/sticky bits, with exact modes "
+        "(left out by default: files are owned by whoever extracts, so a setuid file would run as them)",
+    )
     ex.set_defaults(handler=cmd_extract)
 
 
@@ -92,7 +98,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     try:
-        result = extract(_paths(args.files), args.dest, progress=_progress)
+        result = extract(_paths(args.files), args.dest, progress=_progress, keep_special=args.keep_special)
     except OSError as exc:
         raise ArchiveError(f"extracting into {shown(str(args.dest))}: {shown(str(exc))}") from None
     print(
@@ -100,7 +106,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
         f"{result.others} special files"
     )
     for name in result.skipped:
-        print(f"skipped (needs root): {shown(name)}", file=sys.stderr)
+        print(f"not created (device node, fifo or socket; --keep-special creates it): {shown(name)}", file=sys.stderr)
+    for name in result.stripped:
+        print(f"setuid/setgid/sticky bits removed (--keep-special keeps them): {shown(name)}", file=sys.stderr)
+    for name in result.needs_root:
+        print(f"not created (needs root): {shown(name)}", file=sys.stderr)
     for drop in result.dropped:
         print(dropped_line(drop), file=sys.stderr)
-    return EXIT_ERROR if result.skipped else EXIT_OK
+    return EXIT_ERROR if result.needs_root else EXIT_OK
