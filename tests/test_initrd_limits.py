@@ -6,7 +6,11 @@ entries costs little per entry. Peak memory is measured as the VmHWM of a child 
 
 from __future__ import annotations
 
+import hashlib
+import re
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -14,9 +18,10 @@ import pytest
 import zstandard
 
 from pipeline.archive.compression import Compression
-from pipeline.archive.cpio import Entry
+from pipeline.archive.cpio import CpioWriter, Entry, Kind
+from pipeline.archive.tree import MAX_DROPPED, effective_tree
 from pipeline.cli import EXIT_ERROR, EXIT_OK, main
-from tests.test_initrd_support import archive, compress, pad4
+from tests.test_initrd_support import archive, compress, pad4, raw_archive
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = archive([Entry.directory("etc"), Entry.file("etc/motd", b"hello\n" * 2000)])
@@ -85,3 +90,79 @@ def test_dictionaries_that_real_tools_make_are_still_read(
     img.write_bytes(data)
     assert main(["initrd", "ls", str(img)]) == EXIT_OK
     assert capsys.readouterr().out.endswith(" 12000  etc/motd\n")
+
+
+MILLION = 1_000_000
+CHILD = r"""
+import re, sys
+from pathlib import Path
+from pipeline.cli import main
+code = main(sys.argv[1:])
+hwm = re.search(r"VmHWM:\s*(\d+) kB", Path("/proc/self/status").read_text())
+print(f"VmHWM {int(hwm.group(1)) // 1024} MB exit {code}", file=sys.stderr)
+"""
+
+
+def _peak_mb(argv: list[str], out: Path) -> tuple[int, int]:
+    """Peak RSS (MB) and exit code of `nfsroot ARGV` run in a child process of its own, stdout into `out`."""
+    with out.open("wb") as stdout:
+        proc = subprocess.run([sys.executable, "-c", CHILD, *argv], cwd=REPO, stdout=stdout, stderr=subprocess.PIPE)
+    found = re.search(rb"VmHWM (\d+) MB exit (\d+)", proc.stderr)
+    assert found, proc.stderr.decode(errors="replace")[-3000:]
+    return int(found.group(1)), int(found.group(2))
+
+
+@pytest.fixture(scope="module")
+def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zstd initrd of a million empty files in one directory (about 5 MB; 124 MB of cpio)."""
+    path = tmp_path_factory.mktemp("million") / "million.img"
+    with path.open("wb") as raw:
+        out = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+        writer = CpioWriter(out, mtime=0)
+        writer.add("d", 0o40755, ino=1, nlink=2)
+        for i in range(MILLION):
+            writer.add(f"d/{i:07d}", 0o100644, ino=i + 2)
+        writer.close()
+        out.flush(zstandard.FLUSH_FRAME)
+    return path
+
+
+def test_ls_of_a_million_entries_stays_small(million: Path, tmp_path: Path) -> None:
+    peak, code = _peak_mb(["initrd", "ls", str(million)], tmp_path / "ls.txt")
+    assert code == EXIT_OK
+    with (tmp_path / "ls.txt").open("rb") as listing:
+        assert sum(1 for _ in listing) == MILLION + 4  # path, segment, "effective tree", d, the files
+    assert peak < 150, f"initrd ls of {MILLION} entries peaked at {peak} MB"
+
+
+def test_diff_of_two_million_entry_trees_stays_small(million: Path, tmp_path: Path) -> None:
+    peak, code = _peak_mb(["initrd", "diff", str(million), str(million)], tmp_path / "diff.txt")
+    assert code == EXIT_OK and (tmp_path / "diff.txt").read_text() == "0 added, 0 removed, 0 changed\n"
+    assert peak < 300, f"initrd diff of two trees of {MILLION} entries peaked at {peak} MB"
+
+
+def test_shared_records_never_leak_a_change_to_another_path(tmp_path: Path) -> None:
+    """Identical empty files share one record; a hard link's later rewrite still reaches all its names only."""
+    first = raw_archive(
+        [("a", 0o100644, b""), ("b", 0o100644, b""), ("c", 0o100644, b""), ("d", 0o40755, b""), ("e", 0o40755, b"")]
+    )
+    linked = archive([Entry.file("a", b"", inode=7), Entry.file("b", b"", inode=7)])  # a and b: one inode
+    rewrite = archive([Entry.file("b", b"new", 0o600), Entry("d", Kind.DIR, 0o700)])
+    img = tmp_path / "i.img"
+    img.write_bytes(pad4(first) + pad4(linked) + pad4(rewrite))
+    entries = effective_tree([img])
+    assert entries["a"].sha256 == entries["b"].sha256 == hashlib.sha256(b"new").hexdigest()
+    assert (entries["a"].mode, entries["a"].links, entries["b"].links) == (0o600, 2, 2)
+    assert (entries["c"].size, entries["c"].mode, entries["c"].links) == (0, 0o644, 1)
+    assert (entries["d"].mode, entries["e"].mode) == (0o700, 0o755)
+
+
+def test_only_the_first_dropped_entries_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "orphans.img"
+    img.write_bytes(raw_archive([(f"missing/{i}", 0o100644, b"") for i in range(MAX_DROPPED + 500)]))
+    assert main(["initrd", "ls", str(img)]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    named = [line for line in lines if line.startswith("ignored by the kernel: missing/")]
+    assert len(named) == MAX_DROPPED and lines[-1] == "ignored by the kernel: 500 more entries"
+    assert main(["initrd", "extract", str(img), str(tmp_path / "dest")]) == EXIT_OK
+    assert capsys.readouterr().err.splitlines()[-1] == "ignored by the kernel: 500 more entries"

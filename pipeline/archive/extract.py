@@ -38,7 +38,8 @@ class ExtractResult:
     skipped: list[str] = field(default_factory=list)  # device nodes, fifos, sockets: not created (keep_special)
     stripped: list[str] = field(default_factory=list)  # setuid/setgid/sticky bits removed (keep_special)
     needs_root: list[str] = field(default_factory=list)  # device nodes kept but not allowed to create
-    dropped: list[Dropped] = field(default_factory=list)  # entries the kernel would not create either
+    dropped: list[Dropped] = field(default_factory=list)  # entries the kernel would not create either (the first)
+    dropped_total: int = 0
 
 
 class _Root:
@@ -110,24 +111,26 @@ def extract(
     before anything is written).
     """
     tree = build_tree(paths, safe_names=True, progress=progress)
-    entries = tree.entries()
     _prepare(dest)
-    result = ExtractResult(dropped=list(tree.dropped))
+    result = ExtractResult(dropped=list(tree.dropped), dropped_total=tree.dropped_total)
     by_content = tree.files_by_content()
 
     def mode_of(name: str) -> int:
-        mode = stat.S_IMODE(entries[name].mode)
+        mode = tree.mode(name)
         if mode & _SETID_BITS and not keep_special:
             result.stripped.append(name)
             return mode & ~_SETID_BITS
         return mode
 
+    dirs: list[str] = []
     with _root(dest) as root:
-        for name, info in entries.items():
+        for info in tree.infos():
+            name = info.name
             root.trim()
             fd, base = root.locate(name)
             if info.kind is Kind.DIR:
                 os.mkdir(base, 0o700, dir_fd=fd)
+                dirs.append(name)
                 result.dirs += 1
             elif info.kind is Kind.SYMLINK:
                 os.symlink(info.target, base, dir_fd=fd)
@@ -164,11 +167,10 @@ def extract(
                             dst_fd, dst = root.locate(link)
                             os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
                         result.files += len(targets)
-        for name, info in sorted(entries.items(), reverse=True):
-            if info.kind is Kind.DIR:
-                root.trim()
-                fd, base = root.locate(name)
-                os.chmod(base, mode_of(name), dir_fd=fd, follow_symlinks=False)
+        for name in reversed(dirs):  # contents first: a directory may be read-only
+            root.trim()
+            fd, base = root.locate(name)
+            os.chmod(base, mode_of(name), dir_fd=fd, follow_symlinks=False)
     return result
 
 

@@ -6,6 +6,11 @@ different type removes the old one (`clean_path`: a directory only if it is empt
 regular file truncates it in place (so its hard links change too); a directory over a directory only changes
 its mode; parents are never created, so an entry whose parent is missing is dropped; hard links are matched by
 (ino, dev, mode) within one archive, as `maybe_link` does. Nothing is ever deleted otherwise.
+
+Memory per entry is kept small because an initrd of a few MB can hold a million entries: an object is an
+immutable record, and records without content of their own (directories, empty files, devices) are shared
+between paths; a hard-linked file's records carry an inode number whose names are kept, so that changing one
+name changes all. Listing and diffing walk the paths in order without building a second structure.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from pipeline.archive.cpio import Kind, Member, is_safe_name, shown
 from pipeline.archive.segments import Progress, ProgressHandle, Segment, open_initrd, scan
 from pipeline.errors import UnsafePathError
 
 MAX_SYMLINK_DEPTH = 40  # the kernel's MAXSYMLINKS
+MAX_DROPPED = 1000  # dropped entries kept for the report; the rest are only counted
+_EMPTY_SHA256 = hashlib.sha256().digest()
 
 
 @dataclass(frozen=True)
@@ -65,22 +72,22 @@ class EntryInfo:
         )
 
 
-@dataclass
-class _Inode:
+class _Inode(NamedTuple):
     kind: Kind
     mode: int
     uid: int
     gid: int
     size: int = 0
-    sha256: str = ""
+    sha256: bytes = b""  # the digest, for regular files
     target: str = ""
     rdev: tuple[int, int] = (0, 0)
     special: int = 0
     source: str = ""
     content: int = -1  # serial number of the member whose data it holds (-1: none, i.e. empty)
+    ino: int = 0  # non-zero for a file with more than one name: the key of its names in Tree._names
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dropped:
     """An entry the kernel would not create, and why."""
 
@@ -102,10 +109,13 @@ class Tree:
     """A virtual root file system that archives are unpacked into, entry by entry."""
 
     nodes: dict[str, _Inode] = field(default_factory=dict)
-    dropped: list[Dropped] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)  # the first MAX_DROPPED
+    dropped_total: int = 0
     segments: dict[Path, list[Segment]] = field(default_factory=dict)
     _children: dict[str, int] = field(default_factory=dict)
-    _links: dict[tuple[int, int, int, int], str] = field(default_factory=dict)
+    _links: dict[int, str] = field(default_factory=dict)  # packed (ino, dev, mode) → first path, this archive
+    _names: dict[int, list[str]] = field(default_factory=dict)  # inode number → names it was given
+    _shared: dict[_Inode, _Inode] = field(default_factory=dict)
     serial: int = 0
 
     def __post_init__(self) -> None:
@@ -164,99 +174,146 @@ class Tree:
         if path not in self.nodes:
             parent = _parent(path)
             self._children[parent] = self._children.get(parent, 0) + 1
-        self.nodes[path] = node
+        self._set(path, node)
+
+    def _set(self, path: str, node: _Inode) -> None:
+        """Store `node` at `path` and at every other name of its inode; share it if it holds nothing unique."""
+        if node.ino:
+            for name in self._names[node.ino]:
+                current = self.nodes.get(name)
+                if current is not None and current.ino == node.ino:
+                    self.nodes[name] = node
+            self.nodes[path] = node
+        elif node.content < 0 and not node.target:
+            self.nodes[path] = self._shared.setdefault(node, node)
+        else:
+            self.nodes[path] = node
+
+    def _drop(self, name: str, source: str, reason: str) -> None:
+        self.dropped_total += 1
+        if len(self.dropped) < MAX_DROPPED:
+            self.dropped.append(Dropped(name, source, reason))
 
     def end_archive(self) -> None:
         self._links.clear()  # the kernel's free_hash() at every trailer
 
-    def add(self, member: Member, source: str, size: int = 0, sha256: str = "") -> None:
-        """Apply one member; for a regular file pass its content's size and hash (already read)."""
+    def add(self, member: Member, source: str, size: int = 0, sha256: bytes = b"") -> None:
+        """Apply one member; for a regular file pass its content's size and SHA-256 digest (already read)."""
         self.serial += 1
         h = member.header
         path, why = self._place(h.name)
         if path is None:
-            self.dropped.append(Dropped(h.name, source, why))
+            self._drop(h.name, source, why)
             return
         mode = stat.S_IMODE(h.st_mode)
         existing = self.nodes.get(path)
         if path == "":
             if member.kind is Kind.DIR:  # "." : the root only changes mode
-                root = self.nodes[""]
-                root.mode, root.uid, root.gid = mode, h.uid, h.gid
+                self.nodes[""] = self.nodes[""]._replace(mode=mode, uid=h.uid, gid=h.gid)
             return
         kind = member.kind
         if kind is Kind.FILE:
-            key = (h.ino, h.dev[0], h.dev[1], h.st_mode)
-            if h.nlink >= 2 and key in self._links:
-                old = self.nodes.get(self._links[key])
-                if old is None or old.kind is not Kind.FILE or not self._remove(path):
-                    self.dropped.append(Dropped(h.name, source, "its hard link target is gone"))
-                    return
-                self._create(path, old)
-                old.mode, old.uid, old.gid = mode, h.uid, h.gid
-                if h.size:
-                    old.size, old.sha256, old.source, old.content = size, sha256, source, self.serial
-                return
-            if h.nlink >= 2:
-                self._links[key] = path
-            if existing is not None and existing.kind is Kind.FILE:
-                node = existing  # O_TRUNC on the same inode
-            elif existing is not None and not self._remove(path):
-                self.dropped.append(Dropped(h.name, source, "a non-empty directory is in the way"))
-                return
-            else:
-                node = _Inode(Kind.FILE, mode, h.uid, h.gid)
-                self._create(path, node)
-            node.mode, node.uid, node.gid = mode, h.uid, h.gid
-            node.size, node.sha256, node.source = size, sha256, source
-            node.content = self.serial if size else -1
+            self._add_file(path, existing, member, source, size, sha256)
         elif kind is Kind.DIR:
             if existing is not None and existing.kind is Kind.DIR:
-                existing.mode, existing.uid, existing.gid = mode, h.uid, h.gid
+                self._set(path, existing._replace(mode=mode, uid=h.uid, gid=h.gid))
                 return
             if existing is not None and not self._remove(path):
                 return  # unreachable: only a directory can be non-empty
             self._create(path, _Inode(Kind.DIR, mode, h.uid, h.gid, source=source))
         elif kind is Kind.SYMLINK:
             if existing is not None and not self._remove(path):
-                self.dropped.append(Dropped(h.name, source, "a non-empty directory is in the way"))
+                self._drop(h.name, source, "a non-empty directory is in the way")
                 return
             self._create(path, _Inode(Kind.SYMLINK, 0o777, h.uid, h.gid, target=member.target, source=source))
         else:
             special = stat.S_IFMT(h.st_mode)
             if existing is not None and existing.kind is Kind.OTHER and existing.special == special:
-                existing.mode, existing.uid, existing.gid = mode, h.uid, h.gid  # mknod: EEXIST
+                self._set(path, existing._replace(mode=mode, uid=h.uid, gid=h.gid))  # mknod: EEXIST
                 return
             if existing is not None and not self._remove(path):
-                self.dropped.append(Dropped(h.name, source, "a non-empty directory is in the way"))
+                self._drop(h.name, source, "a non-empty directory is in the way")
                 return
-            node = _Inode(Kind.OTHER, mode, h.uid, h.gid, rdev=h.rdev, special=special, source=source)
-            self._create(path, node)
+            self._create(path, _Inode(Kind.OTHER, mode, h.uid, h.gid, rdev=h.rdev, special=special, source=source))
+
+    def _add_file(
+        self, path: str, existing: _Inode | None, member: Member, source: str, size: int, sha256: bytes
+    ) -> None:
+        h = member.header
+        mode = stat.S_IMODE(h.st_mode)
+        content = self.serial if size else -1
+        if h.nlink >= 2:
+            # one int instead of a tuple of four: the kernel keeps this table for a whole archive
+            key = (h.ino << 96) | (h.dev[0] << 64) | (h.dev[1] << 32) | h.st_mode
+            first = self._links.get(key)
+            if first is None:
+                self._links[key] = path
+            else:
+                old = self.nodes.get(first)
+                if old is None or old.kind is not Kind.FILE:
+                    self._drop(h.name, source, "its hard link target is gone")
+                    return
+                if not old.ino:
+                    old = old._replace(ino=len(self._names) + 1)
+                    self._names[old.ino] = [first]
+                    self.nodes[first] = old
+                if path != first:
+                    if not self._remove(path):
+                        self._drop(h.name, source, "its hard link target is gone")
+                        return
+                    self._names[old.ino].append(path)
+                    self._create(path, old)
+                node = old._replace(mode=mode, uid=h.uid, gid=h.gid)
+                if h.size:
+                    node = node._replace(size=size, sha256=sha256, source=source, content=content)
+                self._set(path, node)
+                return
+        if existing is not None and existing.kind is Kind.FILE:  # O_TRUNC on the same inode
+            node = existing._replace(mode=mode, uid=h.uid, gid=h.gid, size=size, sha256=sha256, source=source)
+            self._set(path, node._replace(content=content))
+        elif existing is not None and not self._remove(path):
+            self._drop(h.name, source, "a non-empty directory is in the way")
+        else:
+            self._create(path, _Inode(Kind.FILE, mode, h.uid, h.gid, size, sha256, source=source, content=content))
 
     # -- results ---------------------------------------------------------------------------------------
 
-    def entries(self) -> dict[str, EntryInfo]:
+    def __len__(self) -> int:
+        """Entries of the tree, not counting its root."""
+        return len(self.nodes) - 1
+
+    def infos(self) -> Iterator[EntryInfo]:
+        """Every entry, sorted by path, made one at a time (a listing holds no second copy of the tree)."""
         links: dict[int, int] = {}
         for node in self.nodes.values():
-            links[id(node)] = links.get(id(node), 0) + 1
-        return {
-            path: EntryInfo(
+            if node.ino:
+                links[node.ino] = links.get(node.ino, 0) + 1
+        for path in sorted(self.nodes):
+            if not path:
+                continue
+            node = self.nodes[path]
+            yield EntryInfo(
                 name=path,
                 kind=node.kind,
                 mode=node.mode,
                 uid=node.uid,
                 gid=node.gid,
                 size=node.size,
-                sha256=node.sha256,
+                sha256=node.sha256.hex(),
                 target=node.target,
                 rdev=node.rdev,
                 special=node.special,
-                links=links[id(node)] if node.kind is Kind.FILE else 1,
+                links=links.get(node.ino, 1),
                 source=node.source,
             )
-            for path, node in sorted(self.nodes.items())
-            if path
-        }
+
+    def mode(self, path: str) -> int:
+        """The permission bits of the object at `path` (which must exist)."""
+        return self.nodes[path].mode
+
+    def entries(self) -> dict[str, EntryInfo]:
+        """Every entry by path: for small trees and tests (a listing should iterate `infos()`)."""
+        return {info.name: info for info in self.infos()}
 
     def files_by_content(self) -> dict[int, list[str]]:
         """Member serial number → the paths whose content it provides (for extraction)."""
@@ -294,13 +351,13 @@ def build_tree(
                         raise UnsafePathError(
                             f"{shown(source)}: refusing entry {member.name!r}: absolute names and '..' are not extracted"
                         )
-                    size, digest = 0, ""
+                    size, digest = 0, b""
                     if member.kind is Kind.FILE:
                         sha = hashlib.sha256()
                         for chunk in member.chunks():
                             sha.update(chunk)
                             size += len(chunk)
-                        digest = sha.hexdigest()
+                        digest = sha.digest() if size else _EMPTY_SHA256
                     tree.add(member, source, size, digest)
                 tree.end_archive()
                 found.append(stream.segment)

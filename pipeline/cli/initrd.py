@@ -12,8 +12,8 @@ from pipeline.archive.cpio import shown
 from pipeline.archive.extract import extract
 from pipeline.archive.inspect import (
     change_lines,
-    diff_trees,
-    dropped_line,
+    diff_sorted,
+    dropped_lines,
     listing_lines,
     segment_lines,
     split_initrd_list,
@@ -84,16 +84,16 @@ def _progress(path: Path) -> Callable[[int, int], None] | None:
 def cmd_ls(args: argparse.Namespace) -> int:
     tree = build_tree(_paths(args.files), progress=_progress)
     _emit(line for path, segments in tree.segments.items() for line in segment_lines(path, segments))
-    _emit(listing_lines(tree.entries(), tree.dropped))
+    _emit(listing_lines(tree))
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    a = build_tree(split_initrd_list(args.a), progress=_progress).entries()
-    b = build_tree(split_initrd_list(args.b), progress=_progress).entries()
-    changes = diff_trees(a, b)
-    _emit(change_lines(changes))
-    return EXIT_CHANGES if changes else EXIT_OK
+    a = build_tree(split_initrd_list(args.a), progress=_progress)
+    b = build_tree(split_initrd_list(args.b), progress=_progress)
+    counts: dict[str, int] = {}
+    _emit(change_lines(diff_sorted(a.infos(), b.infos()), counts))
+    return EXIT_CHANGES if any(counts.values()) else EXIT_OK
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -111,6 +111,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(f"setuid/setgid/sticky bits removed (--keep-special keeps them): {shown(name)}", file=sys.stderr)
     for name in result.needs_root:
         print(f"not created (needs root): {shown(name)}", file=sys.stderr)
-    for drop in result.dropped:
-        print(dropped_line(drop), file=sys.stderr)
+    for line in dropped_lines(result.dropped, result.dropped_total):
+        print(line, file=sys.stderr)
     return EXIT_ERROR if result.needs_root else EXIT_OK
