@@ -19,7 +19,7 @@ import zstandard
 
 from pipeline.archive.compression import Compression
 from pipeline.archive.cpio import CpioWriter, Entry, Kind
-from pipeline.archive.tree import MAX_DROPPED, effective_tree
+from pipeline.archive.tree import MAX_DROPPED, build_tree, effective_tree
 from pipeline.cli import EXIT_ERROR, EXIT_OK, main
 from tests.test_initrd_support import archive, compress, pad4, raw_archive
 
@@ -166,3 +166,16 @@ def test_only_the_first_dropped_entries_are_named(tmp_path: Path, capsys: pytest
     assert len(named) == MAX_DROPPED and lines[-1] == "ignored by the kernel: 500 more entries"
     assert main(["initrd", "extract", str(img), str(tmp_path / "dest")]) == EXIT_OK
     assert capsys.readouterr().err.splitlines()[-1] == "ignored by the kernel: 500 more entries"
+
+
+def test_names_the_kernel_cannot_create_are_dropped_not_kept(tmp_path: Path) -> None:
+    """A component over NAME_MAX (255 bytes) fails with ENAMETOOLONG in the kernel: no entry, no memory for it."""
+    img = tmp_path / "long.img"
+    longest, too_long, too_long_utf8 = "x" * 255, "y" * 256, "é" * 128  # the last: 256 bytes in 128 characters
+    img.write_bytes(
+        raw_archive([("d", 0o40755, b""), *((f"d/{n}", 0o100644, b"") for n in (longest, too_long, too_long_utf8))])
+    )
+    tree = build_tree([img])
+    assert set(tree.entries()) == {"d", f"d/{longest}"}
+    assert {d.name for d in tree.dropped} == {f"d/{too_long}", f"d/{too_long_utf8}"}
+    assert all("longer than 255 bytes" in d.reason for d in tree.dropped)

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from pipeline.archive.cpio import Kind, Member, is_safe_name, shown
+from pipeline.archive.cpio import Kind, Member, encode_name, is_safe_name, shown
 from pipeline.archive.segments import Progress, ProgressHandle, Segment, open_initrd, scan
 from pipeline.errors import UnsafePathError
 
 MAX_SYMLINK_DEPTH = 40  # the kernel's MAXSYMLINKS
+NAME_MAX = 255  # longer components fail with ENAMETOOLONG: the kernel creates nothing
 MAX_DROPPED = 1000  # dropped entries kept for the report; the rest are only counted
 _EMPTY_SHA256 = hashlib.sha256().digest()
 
@@ -155,6 +156,8 @@ class Tree:
         last = parts[-1]
         if last == "..":
             return None, "it names a parent directory"
+        if len(last) > NAME_MAX // 4 and len(encode_name(last)) > NAME_MAX:  # (no UTF-8 character is longer)
+            return None, f"its last component is longer than {NAME_MAX} bytes (the kernel's NAME_MAX)"
         return (f"{parent}/{last}" if parent else last), ""
 
     # -- the kernel's operations -----------------------------------------------------------------------
