@@ -179,3 +179,31 @@ def test_names_the_kernel_cannot_create_are_dropped_not_kept(tmp_path: Path) -> 
     assert set(tree.entries()) == {"d", f"d/{longest}"}
     assert {d.name for d in tree.dropped} == {f"d/{too_long}", f"d/{too_long_utf8}"}
     assert all("longer than 255 bytes" in d.reason for d in tree.dropped)
+
+
+def test_entries_deep_down_a_long_path_cost_their_own_names_only(tmp_path: Path) -> None:
+    """50,000 files under a 3,765-byte directory path: 200 MB of paths, unless only each name is kept."""
+    img = tmp_path / "deep.img"
+    with img.open("wb") as raw:
+        out = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+        writer = CpioWriter(out, mtime=0)
+        path = ""
+        for i in range(15):
+            path = f"{path}/{chr(97 + i) * 250}".lstrip("/")
+            writer.add(path, 0o40755, ino=i + 1, nlink=2)
+        for i in range(50_000):
+            writer.add(f"{path}/{i:05d}", 0o100644, ino=i + 100)
+        writer.close()
+        out.flush(zstandard.FLUSH_FRAME)
+    peak, code = _peak_mb(["initrd", "diff", str(img), str(img)], tmp_path / "diff.txt")
+    assert code == EXIT_OK and (tmp_path / "diff.txt").read_text() == "0 added, 0 removed, 0 changed\n"
+    assert peak < 100, f"initrd diff of two trees of 50,000 deep entries peaked at {peak} MB"
+    print(f"initrd diff, two trees of 50,000 entries under a 3,765-byte path: VmHWM {peak} MB")
+
+
+def test_listing_order_is_that_of_sorted_whole_paths(tmp_path: Path) -> None:
+    names = ["lib", "lib.so", "lib/x", "lib/x/y", "lib0", "a-b", "a", "a/c", "a b", "a/c d", "a/c/e", "z", "é", "é/!"]
+    dirs = {n.rpartition("/")[0] for n in names}
+    img = tmp_path / "order.img"
+    img.write_bytes(raw_archive([(n, 0o40755 if n in dirs else 0o100644, b"") for n in names]))
+    assert list(build_tree([img]).entries()) == sorted(names)

@@ -101,49 +101,62 @@ def _split(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
 
 
-def _parent(path: str) -> str:
-    return path.rpartition("/")[0]
+def _parent_id(key: str) -> int:
+    return int(key[: key.index("/")], 16)
+
+
+def _component(key: str) -> str:
+    return key[key.index("/") + 1 :]
 
 
 @dataclass
 class Tree:
-    """A virtual root file system that archives are unpacked into, entry by entry."""
+    """A virtual root file system that archives are unpacked into, entry by entry.
+
+    An object is found by a key made of its directory's number and its own name (`f"{dir:x}/{name}"`; the
+    root is ""), never by its whole path: a million files deep down a 4 KB path then cost their names only,
+    as dentries do in the kernel, and not 4 GB. Whole paths are made one at a time when the tree is walked.
+    """
 
     nodes: dict[str, _Inode] = field(default_factory=dict)
     dropped: list[Dropped] = field(default_factory=list)  # the first MAX_DROPPED
     dropped_total: int = 0
     segments: dict[Path, list[Segment]] = field(default_factory=dict)
-    _children: dict[str, int] = field(default_factory=dict)
-    _links: dict[int, str] = field(default_factory=dict)  # packed (ino, dev, mode) → first path, this archive
-    _names: dict[int, list[str]] = field(default_factory=dict)  # inode number → names it was given
+    _children: dict[int, int] = field(default_factory=dict)  # directory number → entries in it
+    _dir_ids: dict[str, int] = field(default_factory=dict)  # key of a directory → its number
+    _dir_keys: list[str] = field(default_factory=list)  # number → key (of directories since removed, too)
+    _links: dict[int, str] = field(default_factory=dict)  # packed (ino, dev, mode) → first key, this archive
+    _names: dict[int, list[str]] = field(default_factory=dict)  # inode number → keys it was given
     _shared: dict[_Inode, _Inode] = field(default_factory=dict)
     serial: int = 0
 
     def __post_init__(self) -> None:
         self.nodes.setdefault("", _Inode(Kind.DIR, 0o755, 0, 0))
+        self._dir_ids[""] = 0
+        self._dir_keys.append("")
 
     # -- name resolution -------------------------------------------------------------------------------
 
-    def resolve_dir(self, parts: Sequence[str], base: str = "", depth: int = 0) -> str | None:
-        """The canonical path of the directory that `parts` (relative to `base`) names, or None."""
+    def resolve_dir(self, parts: Sequence[str], base: int = 0, depth: int = 0) -> int | None:
+        """The number of the directory that `parts` (relative to directory `base`) names, or None."""
         cur = base
         for part in parts:
             if part == "..":
-                cur = _parent(cur)
+                cur = _parent_id(self._dir_keys[cur]) if cur else 0
                 continue
-            cand = f"{cur}/{part}" if cur else part
+            cand = f"{cur:x}/{part}"
             node = self.nodes.get(cand)
             if node is not None and node.kind is Kind.SYMLINK:
                 if depth >= MAX_SYMLINK_DEPTH:
                     return None
-                start = "" if node.target.startswith("/") else cur
+                start = 0 if node.target.startswith("/") else cur
                 resolved = self.resolve_dir(_split(node.target), start, depth + 1)
                 if resolved is None:
                     return None
-                cand, node = resolved, self.nodes[resolved]
+                cand, node = self._dir_keys[resolved], self.nodes[self._dir_keys[resolved]]
             if node is None or node.kind is not Kind.DIR:
                 return None
-            cur = cand
+            cur = self._dir_ids[cand]
         return cur
 
     def _place(self, name: str) -> tuple[str | None, str]:
@@ -158,26 +171,42 @@ class Tree:
             return None, "it names a parent directory"
         if len(last) > NAME_MAX // 4 and len(encode_name(last)) > NAME_MAX:  # (no UTF-8 character is longer)
             return None, f"its last component is longer than {NAME_MAX} bytes (the kernel's NAME_MAX)"
-        return (f"{parent}/{last}" if parent else last), ""
+        return f"{parent:x}/{last}", ""
+
+    def _key(self, path: str) -> str:
+        """The key of a path of the tree as `infos()` names it (canonical: no symlinks to follow)."""
+        parts = _split(path)
+        if not parts:
+            return ""
+        cur = 0
+        for part in parts[:-1]:
+            cur = self._dir_ids[f"{cur:x}/{part}"]
+        return f"{cur:x}/{parts[-1]}"
 
     # -- the kernel's operations -----------------------------------------------------------------------
 
-    def _remove(self, path: str) -> bool:
+    def _remove(self, key: str) -> bool:
         """`clean_path`: unlink, or rmdir (which fails on a non-empty directory)."""
-        node = self.nodes.get(path)
+        node = self.nodes.get(key)
         if node is None:
             return True
-        if node.kind is Kind.DIR and self._children.get(path, 0):
-            return False
-        del self.nodes[path]
-        self._children[_parent(path)] -= 1
+        if node.kind is Kind.DIR:
+            number = self._dir_ids[key]
+            if self._children.get(number, 0):
+                return False
+            del self._dir_ids[key]
+        del self.nodes[key]
+        self._children[_parent_id(key)] -= 1
         return True
 
-    def _create(self, path: str, node: _Inode) -> None:
-        if path not in self.nodes:
-            parent = _parent(path)
+    def _create(self, key: str, node: _Inode) -> None:
+        if key not in self.nodes:
+            parent = _parent_id(key)
             self._children[parent] = self._children.get(parent, 0) + 1
-        self._set(path, node)
+        if node.kind is Kind.DIR and key not in self._dir_ids:
+            self._dir_ids[key] = len(self._dir_keys)
+            self._dir_keys.append(key)
+        self._set(key, node)
 
     def _set(self, path: str, node: _Inode) -> None:
         """Store `node` at `path` and at every other name of its inode; share it if it holds nothing unique."""
@@ -285,16 +314,39 @@ class Tree:
         """Entries of the tree, not counting its root."""
         return len(self.nodes) - 1
 
+    def _walk(self) -> Iterator[tuple[str, _Inode]]:
+        """(path, object) for every entry, in the order of sorted paths, each path made as it is reached."""
+        kids: dict[int, list[str]] = {}
+        for key in self.nodes:
+            if key:
+                kids.setdefault(_parent_id(key), []).append(key)
+
+        def ordered(number: int) -> Iterator[str]:
+            # Keys of one directory share their prefix, so they sort as the names do; a subdirectory's
+            # contents sort where its name + "/" does (after "lib.so", before "lib0"), as whole paths would.
+            keys = kids.pop(number, [])
+            keys += [key + "/" for key in keys if self._dir_ids.get(key, -1) in kids]
+            keys.sort()
+            return iter(keys)
+
+        stack = [(ordered(0), "")]
+        while stack:
+            keys, prefix = stack[-1]
+            item = next(keys, None)
+            if item is None:
+                stack.pop()
+            elif item.endswith("/"):
+                stack.append((ordered(self._dir_ids[item[:-1]]), f"{prefix}{_component(item)}"))
+            else:
+                yield f"{prefix}{_component(item)}", self.nodes[item]
+
     def infos(self) -> Iterator[EntryInfo]:
         """Every entry, sorted by path, made one at a time (a listing holds no second copy of the tree)."""
         links: dict[int, int] = {}
         for node in self.nodes.values():
             if node.ino:
                 links[node.ino] = links.get(node.ino, 0) + 1
-        for path in sorted(self.nodes):
-            if not path:
-                continue
-            node = self.nodes[path]
+        for path, node in self._walk():
             yield EntryInfo(
                 name=path,
                 kind=node.kind,
@@ -312,7 +364,7 @@ class Tree:
 
     def mode(self, path: str) -> int:
         """The permission bits of the object at `path` (which must exist)."""
-        return self.nodes[path].mode
+        return self.nodes[self._key(path)].mode
 
     def entries(self) -> dict[str, EntryInfo]:
         """Every entry by path: for small trees and tests (a listing should iterate `infos()`)."""
@@ -321,7 +373,7 @@ class Tree:
     def files_by_content(self) -> dict[int, list[str]]:
         """Member serial number → the paths whose content it provides (for extraction)."""
         found: dict[int, list[str]] = {}
-        for path, node in sorted(self.nodes.items()):
+        for path, node in self._walk():
             if node.kind is Kind.FILE and node.content >= 0:
                 found.setdefault(node.content, []).append(path)
         return found
