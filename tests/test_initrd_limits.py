@@ -19,8 +19,10 @@ import zstandard
 
 from pipeline.archive.compression import Compression
 from pipeline.archive.cpio import CpioWriter, Entry, Kind
+from pipeline.archive.repack import ORDER_MAX, repack
 from pipeline.archive.tree import MAX_DROPPED, build_tree, effective_tree
 from pipeline.cli import EXIT_ERROR, EXIT_OK, main
+from pipeline.errors import ArchiveError
 from tests.test_initrd_support import archive, compress, pad4, raw_archive
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,3 +209,34 @@ def test_listing_order_is_that_of_sorted_whole_paths(tmp_path: Path) -> None:
     img = tmp_path / "order.img"
     img.write_bytes(raw_archive([(n, 0o40755 if n in dirs else 0o100644, b"") for n in names]))
     assert list(build_tree([img]).entries()) == sorted(names)
+
+
+def test_many_symlinks_to_one_long_target_hold_it_once(tmp_path: Path) -> None:
+    img = tmp_path / "links.img"
+    target = "t" * 4000
+    with img.open("wb") as raw:
+        out = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+        writer = CpioWriter(out, mtime=0)
+        for i in range(50_000):
+            writer.add(f"{i:05d}", 0o120777, ino=i + 1, size=len(target), chunks=[target.encode()])
+        writer.close()
+        out.flush(zstandard.FLUSH_FRAME)
+    peak, code = _peak_mb(["initrd", "diff", str(img), str(img)], tmp_path / "diff.txt")
+    assert code == EXIT_OK
+    assert peak < 100, f"initrd diff of two trees of 50,000 symlinks to a 4,000-byte target peaked at {peak} MB"
+
+
+def test_repack_refuses_to_read_a_huge_order_file(tmp_path: Path) -> None:
+    main = archive(
+        [
+            Entry.directory("scripts"),
+            Entry.directory("scripts/init-bottom"),
+            Entry.file("scripts/init-bottom/ORDER", b"#\n" * ORDER_MAX),
+        ]
+    )
+    src = tmp_path / "distro.img"
+    src.write_bytes(compress(main, Compression.ZSTD))
+    out = tmp_path / "out.img"
+    with pytest.raises(ArchiveError, match=f"ORDER is {2 * ORDER_MAX} bytes; refusing"):
+        repack(src, [Entry.file("scripts/init-bottom/ours", b"#!/bin/sh\n", 0o755)], out, mtime=0)
+    assert not out.exists()

@@ -21,6 +21,7 @@ from pipeline.errors import ArchiveError
 from pipeline.fsutil import atomic_writer
 
 DEFAULT_ZSTD_LEVEL = 9  # 83% of gzip -9 at ~1/20 of its time: see benchmarks/README-initrd.md
+ORDER_MAX = 1 << 20  # the distro's ORDER is read whole to append to it; a real one is a few hundred bytes
 
 
 class _Rewriter:
@@ -60,6 +61,10 @@ class _Rewriter:
             self._inodes.clear()
             self._archive = archive
         if name == ORDER and member.kind is Kind.FILE and self.scripts:
+            if h.size > ORDER_MAX:
+                raise ArchiveError(
+                    f"the distro's {ORDER} is {h.size} bytes; refusing to read more than {ORDER_MAX} into memory"
+                )
             self.write_order(member.read())
             return
         ours = self.extra.get(name)

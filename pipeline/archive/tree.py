@@ -216,7 +216,7 @@ class Tree:
                 if current is not None and current.ino == node.ino:
                     self.nodes[name] = node
             self.nodes[path] = node
-        elif node.content < 0 and not node.target:
+        elif node.content < 0:  # symlinks too: a million links to one long target then hold it once
             self.nodes[path] = self._shared.setdefault(node, node)
         else:
             self.nodes[path] = node
