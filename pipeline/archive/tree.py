@@ -8,9 +8,9 @@ its mode; parents are never created, so an entry whose parent is missing is drop
 (ino, dev, mode) within one archive, as `maybe_link` does. Nothing is ever deleted otherwise.
 
 Memory per entry is kept small because an initrd of a few MB can hold a million entries: an object is an
-immutable record, and records without content of their own (directories, empty files, devices) are shared
-between paths; a hard-linked file's records carry an inode number whose names are kept, so that changing one
-name changes all. Listing and diffing walk the paths in order without building a second structure.
+immutable record, and records without content of their own (directories, empty files, devices, symlinks)
+are shared between paths; a hard-linked file's records carry an inode number whose names are kept, so that
+changing one name changes all. Listing and diffing walk the paths in order without building a second copy.
 """
 
 from __future__ import annotations
