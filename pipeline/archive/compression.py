@@ -21,6 +21,12 @@ from pipeline.errors import ArchiveError
 
 CHUNK = 1 << 16
 ZSTD_JOB_SIZE = 8 << 20
+# What a decoder may allocate, whatever a segment's header declares (a 1 GiB lzma dictionary would be held
+# and filled). zstd: 128 MiB is libzstd's own default limit and the window of `zstd --ultra -22` and `--long`,
+# which the kernel's build uses; xz/lzma: room for a 128 MiB dictionary, twice that of `xz -9`/`lzma -9`.
+# gzip (32 KiB window) and bzip2 (900 KB blocks) are bounded by their formats.
+ZSTD_MAX_WINDOW = 128 << 20
+LZMA_MEMLIMIT = 160 << 20
 
 # Magic numbers, from the kernel's decompress_method table (lib/decompress.c).
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -209,9 +215,21 @@ class _IncrementalReader:
             case Compression.BZIP2:
                 return bz2.BZ2Decompressor()
             case Compression.XZ:
-                return lzma.LZMADecompressor(lzma.FORMAT_XZ)
+                return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT)
             case _:
-                return lzma.LZMADecompressor(lzma.FORMAT_ALONE)
+                return lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=LZMA_MEMLIMIT)
+
+    def _too_big(self) -> ArchiveError:
+        declared = ""
+        if self._compression is Compression.LZMA:  # the header's bytes 1-4: the dictionary size
+            self._source.seek(self._start + 1)
+            size = int.from_bytes(self._source.read(4), "little")
+            declared = f" (its header declares a {size / (1 << 20):.0f} MiB dictionary)"
+        return ArchiveError(
+            f"{self._compression.value} data starting at offset {self._start} needs more than "
+            f"{LZMA_MEMLIMIT >> 20} MiB of memory to decode{declared}; refusing it "
+            "(recompress with a smaller dictionary, e.g. xz -6)"
+        )
 
     def read(self, size: int, /) -> bytes:
         name = self._compression.value
@@ -224,7 +242,11 @@ class _IncrementalReader:
                     raise ArchiveError(f"{name} data starting at offset {self._start} is truncated")
             try:
                 out = self._decoder.decompress(self._pending, size)
-            except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            except lzma.LZMAError as exc:
+                if "limit" in str(exc).lower():  # "Memory usage limit was reached"
+                    raise self._too_big() from None
+                raise ArchiveError(f"corrupt {name} data starting at offset {self._start}: {exc}") from None
+            except (OSError, EOFError, zlib.error) as exc:
                 raise ArchiveError(f"corrupt {name} data starting at offset {self._start}: {exc}") from None
             if self._decoder.eof:
                 self._pending = self._decoder.unused_data
@@ -270,9 +292,15 @@ class _ZstdReader:
 
     def __init__(self, source: BinaryIO, offset: int) -> None:
         self.end = zstd_frame_end(source, offset)
+        size = zstd_window_size(source, offset)
+        if size > ZSTD_MAX_WINDOW:
+            raise ArchiveError(
+                f"zstd data starting at offset {offset} declares a {size / (1 << 20):.0f} MiB window, more than "
+                f"the {ZSTD_MAX_WINDOW >> 20} MiB this tool decodes; refusing it (recompress without --long=31)"
+            )
         source.seek(offset)
         window = _Slice(source, offset, self.end)
-        self._reader = zstandard.ZstdDecompressor().stream_reader(
+        self._reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
             window,  # type: ignore[arg-type]  # any object with read() will do
             read_across_frames=False,
             closefd=False,
@@ -284,6 +312,20 @@ class _ZstdReader:
             return self._reader.read(size)
         except zstandard.ZstdError as exc:
             raise ArchiveError(f"corrupt zstd data starting at offset {self._start}: {exc}") from None
+
+
+def zstd_window_size(source: BinaryIO, offset: int) -> int:
+    """The window (decoder buffer) a zstd frame declares (RFC 8878, 3.1.1.1.2); its header is already checked."""
+    source.seek(offset + 4)
+    fhd = source.read(1)[0]
+    fcs_flag, single_segment, dict_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 3
+    if not single_segment:
+        descriptor = source.read(1)[0]
+        base = 1 << (10 + (descriptor >> 3))
+        return base + (base >> 3) * (descriptor & 7)
+    source.read((0, 1, 2, 4)[dict_flag])
+    size = int.from_bytes(source.read((1, 2, 4, 8)[fcs_flag]), "little")
+    return size + 256 if fcs_flag == 1 else size  # a single-segment frame's window is its content size
 
 
 def zstd_frame_end(source: BinaryIO, offset: int) -> int:

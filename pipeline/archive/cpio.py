@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pipeline.errors import ArchiveError
+from pipeline.textsafe import printable
 
 MAGIC = b"070701"
 MAGIC_CRC = b"070702"
@@ -54,6 +55,15 @@ def kind_of(st_mode: int) -> Kind | None:
 
 def decode_name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
+def shown(text: str) -> str:
+    """A name (or path) fit to print: control characters escaped, bytes that are not UTF-8 as `\\xNN`."""
+    safe = printable(text)
+    try:
+        return safe.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that decode_name did not make
+        return safe.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def encode_name(name: str) -> bytes:
@@ -104,9 +114,13 @@ class Entry:
             try:
                 object.__setattr__(self, "size", self.data.stat().st_size)
             except OSError as exc:
-                raise ArchiveError(f"cannot read {self.data} for {self.name}: {exc.strerror}") from None
+                raise ArchiveError(
+                    f"cannot read {shown(str(self.data))} for {shown(self.name)}: {exc.strerror}"
+                ) from None
         if self.kind is Kind.OTHER and self.special not in _SPECIAL_TYPES:
-            raise ArchiveError(f"{self.name}: 'other' entries need special= one of S_IFCHR/S_IFBLK/S_IFIFO/S_IFSOCK")
+            raise ArchiveError(
+                f"{shown(self.name)}: 'other' entries need special= one of S_IFCHR/S_IFBLK/S_IFIFO/S_IFSOCK"
+            )
 
     @classmethod
     def file(cls, name: str, data: bytes | Path, mode: int = 0o644, *, inode: int = 0) -> Entry:
@@ -137,7 +151,9 @@ class Entry:
                     while chunk := handle.read(CHUNK):
                         yield chunk
             except OSError as exc:
-                raise ArchiveError(f"cannot read {self.data} for {self.name}: {exc.strerror}") from None
+                raise ArchiveError(
+                    f"cannot read {shown(str(self.data))} for {shown(self.name)}: {exc.strerror}"
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -376,7 +392,7 @@ class CpioWriter:
         raw = encode_name(name) + b"\0"
         fields = (ino, st_mode, 0, 0, nlink, self._mtime, size, 0, 0, rdev[0], rdev[1], len(raw), 0)
         if any(not 0 <= v <= 0xFFFFFFFF for v in fields):
-            raise ArchiveError(f"{name}: a header field does not fit newc's 32 bits: {fields}")
+            raise ArchiveError(f"{shown(name)}: a header field does not fit newc's 32 bits: {fields}")
         header = MAGIC + b"".join(b"%08X" % v for v in fields)
         self._emit(header + raw + b"\0" * _pad4(HEADER_SIZE + len(raw)))
         written = 0
@@ -386,7 +402,7 @@ class CpioWriter:
                 break
             self._emit(chunk)
         if written != size:
-            raise ArchiveError(f"{name}: expected {size} bytes of data, got {written} (did the file change?)")
+            raise ArchiveError(f"{shown(name)}: expected {size} bytes of data, got {written} (did the file change?)")
         self._emit(b"\0" * _pad4(size))
 
     def close(self) -> None:
@@ -403,7 +419,7 @@ def _check_name(name: str) -> None:
     if name == TRAILER:
         raise ArchiveError(f"invalid entry name {name!r}: it marks the end of an archive")
     if len(encode_name(name)) >= PATH_MAX:
-        raise ArchiveError(f"entry name too long ({len(name)} characters): {name[:60]}...")
+        raise ArchiveError(f"entry name too long ({len(name)} characters): {shown(name[:60])}...")
 
 
 def write_archive(entries: Iterable[Entry], out: BinaryIO | _Sink, *, mtime: int) -> None:
@@ -423,7 +439,7 @@ def write_archive(entries: Iterable[Entry], out: BinaryIO | _Sink, *, mtime: int
         previous = entry.name
         if entry.inode:
             if entry.kind is not Kind.FILE:
-                raise ArchiveError(f"{entry.name}: only regular files can be hard links")
+                raise ArchiveError(f"{shown(entry.name)}: only regular files can be hard links")
             groups.setdefault(entry.inode, []).append(entry)
     writer = CpioWriter(out, mtime=mtime)
     numbers: dict[int, int] = {}
@@ -446,7 +462,7 @@ def write_archive(entries: Iterable[Entry], out: BinaryIO | _Sink, *, mtime: int
             if entry.kind is Kind.SYMLINK:
                 size = len(encode_name(entry.target))
                 if not entry.target or size >= PATH_MAX:
-                    raise ArchiveError(f"{entry.name}: symlink target must be 1..{PATH_MAX - 1} bytes")
+                    raise ArchiveError(f"{shown(entry.name)}: symlink target must be 1..{PATH_MAX - 1} bytes")
             chunks = entry.chunks() if size else ()
         writer.add(entry.name, entry.st_mode, ino=ino, nlink=nlink, size=size, rdev=entry.rdev, chunks=chunks)
     writer.close()
@@ -468,5 +484,6 @@ __all__ = [
     "normalize_name",
     "read_archive",
     "read_entries",
+    "shown",
     "write_archive",
 ]

@@ -4,6 +4,10 @@ Names are checked before anything is written (no absolute names, no ".."); the e
 resolved every symlink in a parent position, so each path is made of real directories we created ourselves;
 and every file-system call goes through directory descriptors opened with O_NOFOLLOW, so even a symlink planted
 in the destination cannot send a write outside it.
+
+What an archive may carry but a safe unpack should not make is left out unless asked for (`keep_special`):
+device nodes, fifos and sockets are not created, and setuid/setgid/sticky bits are removed; both are reported.
+When kept, modes are exact: the umask applies to nothing we create.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.archive.cpio import Kind
+from pipeline.archive.cpio import Kind, shown
 from pipeline.archive.segments import Progress, open_initrd, scan
 from pipeline.archive.tree import Dropped, build_tree
 from pipeline.errors import ArchiveError, UnsafePathError
 
 _MAX_OPEN_DIRS = 256
+_SETID_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -30,8 +35,11 @@ class ExtractResult:
     dirs: int = 0
     symlinks: int = 0
     others: int = 0
-    skipped: list[str] = field(default_factory=list)  # device nodes we were not allowed to create
-    dropped: list[Dropped] = field(default_factory=list)  # entries the kernel would not create either
+    skipped: list[str] = field(default_factory=list)  # device nodes, fifos, sockets: not created (keep_special)
+    stripped: list[str] = field(default_factory=list)  # setuid/setgid/sticky bits removed (keep_special)
+    needs_root: list[str] = field(default_factory=list)  # device nodes kept but not allowed to create
+    dropped: list[Dropped] = field(default_factory=list)  # entries the kernel would not create either (the first)
+    dropped_total: int = 0
 
 
 class _Root:
@@ -47,7 +55,7 @@ class _Root:
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=self.dir_fd(parent))
             except OSError as exc:
-                raise UnsafePathError(f"{path}: not a directory we created ({exc.strerror})") from None
+                raise UnsafePathError(f"{shown(path)}: not a directory we created ({exc.strerror})") from None
             self._fds[path] = fd
         return fd
 
@@ -78,47 +86,68 @@ def _root(dest: Path) -> Iterator[_Root]:
 
 def _prepare(dest: Path) -> None:
     if dest.is_symlink():
-        raise UnsafePathError(f"{dest}: the destination must not be a symlink")
+        raise UnsafePathError(f"{shown(str(dest))}: the destination must not be a symlink")
     if dest.exists():
         if not dest.is_dir():
-            raise ArchiveError(f"{dest}: exists and is not a directory")
+            raise ArchiveError(f"{shown(str(dest))}: exists and is not a directory")
         if any(dest.iterdir()):
-            raise ArchiveError(f"{dest}: the destination directory is not empty")
+            raise ArchiveError(f"{shown(str(dest))}: the destination directory is not empty")
     else:
         dest.mkdir(parents=True)
 
 
 def extract(
-    paths: Sequence[Path], dest: Path, progress: Callable[[Path], Progress | None] | None = None
+    paths: Sequence[Path],
+    dest: Path,
+    progress: Callable[[Path], Progress | None] | None = None,
+    *,
+    keep_special: bool = False,
 ) -> ExtractResult:
     """Unpack the effective tree of the initrds `paths` (in kernel order) into the empty directory `dest`.
 
-    Owners and mtimes are not restored; device nodes need root and are listed in `skipped` otherwise.
-    `progress` follows the first pass (reading and checking everything before anything is written).
+    Owners and mtimes are not restored (everything belongs to whoever extracts). Device nodes, fifos and
+    sockets are created, and setuid/setgid/sticky bits kept, only with `keep_special` (device nodes need root:
+    listed in `needs_root` otherwise). `progress` follows the first pass (reading and checking everything
+    before anything is written).
     """
     tree = build_tree(paths, safe_names=True, progress=progress)
-    entries = tree.entries()
     _prepare(dest)
-    result = ExtractResult(dropped=list(tree.dropped))
+    result = ExtractResult(dropped=list(tree.dropped), dropped_total=tree.dropped_total)
     by_content = tree.files_by_content()
+
+    def mode_of(name: str) -> int:
+        mode = tree.mode(name)
+        if mode & _SETID_BITS and not keep_special:
+            result.stripped.append(name)
+            return mode & ~_SETID_BITS
+        return mode
+
+    dirs: list[str] = []
     with _root(dest) as root:
-        for name, info in entries.items():
+        for info in tree.infos():
+            name = info.name
             root.trim()
             fd, base = root.locate(name)
             if info.kind is Kind.DIR:
                 os.mkdir(base, 0o700, dir_fd=fd)
+                dirs.append(name)
                 result.dirs += 1
             elif info.kind is Kind.SYMLINK:
                 os.symlink(info.target, base, dir_fd=fd)
                 result.symlinks += 1
             elif info.kind is Kind.OTHER:
+                if not keep_special:
+                    result.skipped.append(name)
+                    continue
                 try:
                     os.mknod(base, info.st_mode, os.makedev(*info.rdev), dir_fd=fd)
-                    result.others += 1
                 except PermissionError:
-                    result.skipped.append(name)
+                    result.needs_root.append(name)
+                    continue
+                os.chmod(base, mode_of(name), dir_fd=fd, follow_symlinks=False)  # mknod's mode passed the umask
+                result.others += 1
             elif info.size == 0:
-                _write(root, name, info.mode, iter(()))
+                _write(root, name, mode_of(name), iter(()))
                 result.files += 1
         serial = 0
         for path in paths:
@@ -131,17 +160,17 @@ def extract(
                             continue
                         first, *links = targets
                         root.trim()
-                        _write(root, first, entries[first].mode, member.chunks())
+                        _write(root, first, mode_of(first), member.chunks())
                         for link in links:
+                            mode_of(link)  # the same inode: only to report it
                             src_fd, src = root.locate(first)
                             dst_fd, dst = root.locate(link)
                             os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
                         result.files += len(targets)
-        for name, info in sorted(entries.items(), reverse=True):
-            if info.kind is Kind.DIR:
-                root.trim()
-                fd, base = root.locate(name)
-                os.chmod(base, stat.S_IMODE(info.mode), dir_fd=fd, follow_symlinks=False)
+        for name in reversed(dirs):  # contents first: a directory may be read-only
+            root.trim()
+            fd, base = root.locate(name)
+            os.chmod(base, mode_of(name), dir_fd=fd, follow_symlinks=False)
     return result
 
 

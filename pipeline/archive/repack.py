@@ -21,6 +21,7 @@ from pipeline.errors import ArchiveError
 from pipeline.fsutil import atomic_writer
 
 DEFAULT_ZSTD_LEVEL = 9  # 83% of gzip -9 at ~1/20 of its time: see benchmarks/README-initrd.md
+ORDER_MAX = 1 << 20  # the distro's ORDER is read whole to append to it; a real one is a few hundred bytes
 
 
 class _Rewriter:
@@ -31,15 +32,18 @@ class _Rewriter:
         self.extra = {e.name: e for e in extra}
         self.written: set[str] = set()
         self.present: set[str] = {""}  # directories and symlinks (to directories, we hope) seen so far
+        # ...of those, only the parents of our files matter: remembering every name would cost memory per entry
+        self._parents = {e.name.rpartition("/")[0] for e in extra} | {INIT_BOTTOM}
         self.scripts = sorted(
             e.name.rsplit("/", 1)[1]
             for e in extra
             if e.kind is Kind.FILE and e.name.rpartition("/")[0] == INIT_BOTTOM and e.name != ORDER
         )
-        self._inodes: dict[tuple[int, int, int, int], int] = {}
+        self._inodes: dict[tuple[int, int, int], int] = {}  # hard links of the current archive only
+        self._archive = 0
         self._next_ino = 1
 
-    def _ino(self, key: tuple[int, int, int, int] | None) -> int:
+    def _ino(self, key: tuple[int, int, int] | None) -> int:
         if key is not None and key in self._inodes:
             return self._inodes[key]
         ino = self._next_ino
@@ -51,9 +55,16 @@ class _Rewriter:
     def copy(self, member: Member, archive: int) -> None:
         h = member.header
         name = normalize_name(h.name)
-        if member.kind in (Kind.DIR, Kind.SYMLINK):
+        if member.kind in (Kind.DIR, Kind.SYMLINK) and name in self._parents:
             self.present.add(name)
+        if archive != self._archive:  # links never reach across archives (the kernel's free_hash)
+            self._inodes.clear()
+            self._archive = archive
         if name == ORDER and member.kind is Kind.FILE and self.scripts:
+            if h.size > ORDER_MAX:
+                raise ArchiveError(
+                    f"the distro's {ORDER} is {h.size} bytes; refusing to read more than {ORDER_MAX} into memory"
+                )
             self.write_order(member.read())
             return
         ours = self.extra.get(name)
@@ -68,7 +79,7 @@ class _Rewriter:
             return
         if ours is not None:
             self.written.add(name)  # the distro's directory stays as it is
-        key = (archive, h.ino, *h.dev) if member.kind is Kind.FILE and h.nlink > 1 else None
+        key = (h.ino, *h.dev) if member.kind is Kind.FILE and h.nlink > 1 else None
         self.writer.add(
             h.name,
             h.st_mode,

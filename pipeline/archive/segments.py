@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.archive.compression import CHUNK, Compression, zstd_frame_end
-from pipeline.archive.cpio import ArchiveReader, Member, StreamInput
+from pipeline.archive.cpio import ArchiveReader, Member, StreamInput, shown
 from pipeline.errors import ArchiveError
 
 Progress = Callable[[int, int], None]
@@ -145,6 +145,7 @@ def scan(handle: BinaryIO, where: str, size: int | None = None, *, fast: bool = 
     With `fast`, the caller does not read the segments: a zstd frame is skipped by its block headers and
     anything else is read here (so its contents are still checked).
     """
+    where = shown(where)
     if size is None:
         size = handle.seek(0, os.SEEK_END)
     pos = _skip_zeros(handle, 0)
@@ -181,7 +182,7 @@ def open_initrd(path: Path) -> BinaryIO:
     try:
         return path.open("rb")
     except OSError as exc:
-        raise ArchiveError(f"cannot open {path}: {exc.strerror}") from None
+        raise ArchiveError(f"cannot open {shown(str(path))}: {exc.strerror}") from None
 
 
 def split_segments(path: Path, progress: Progress | None = None) -> list[Segment]:

@@ -8,10 +8,12 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from pipeline.archive.cpio import shown
 from pipeline.archive.extract import extract
 from pipeline.archive.inspect import (
     change_lines,
-    diff_trees,
+    diff_sorted,
+    dropped_lines,
     listing_lines,
     segment_lines,
     split_initrd_list,
@@ -43,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ex = actions.add_parser("extract", help="unpack the effective tree into an empty directory, safely")
     ex.add_argument("files", nargs="+", metavar="FILE", help="initrds in boot order")
     ex.add_argument("dest", metavar="DEST", type=Path, help="destination (created; must be empty)")
+    ex.add_argument(
+        "--keep-special",
+        action="store_true",
+        help="also create device nodes, fifos and sockets, and keep setuid/setgid/sticky bits, with exact modes "
+        "(left out by default: files are owned by whoever extracts, so a setuid file would run as them)",
+    )
     ex.set_defaults(handler=cmd_extract)
 
 
@@ -68,7 +76,7 @@ def _progress(path: Path) -> Callable[[int, int], None] | None:
     def show(done: int, total: int) -> None:
         pct = 100 * done // total if total else 100
         end = "\n" if done >= total else ""
-        print(f"\rreading {path.name}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
+        print(f"\rreading {shown(path.name)}: {pct:3d}%", end=end, file=sys.stderr, flush=True)
 
     return show
 
@@ -76,29 +84,33 @@ def _progress(path: Path) -> Callable[[int, int], None] | None:
 def cmd_ls(args: argparse.Namespace) -> int:
     tree = build_tree(_paths(args.files), progress=_progress)
     _emit(line for path, segments in tree.segments.items() for line in segment_lines(path, segments))
-    _emit(listing_lines(tree.entries(), tree.dropped))
+    _emit(listing_lines(tree))
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    a = build_tree(split_initrd_list(args.a), progress=_progress).entries()
-    b = build_tree(split_initrd_list(args.b), progress=_progress).entries()
-    changes = diff_trees(a, b)
-    _emit(change_lines(changes))
-    return EXIT_CHANGES if changes else EXIT_OK
+    a = build_tree(split_initrd_list(args.a), progress=_progress)
+    b = build_tree(split_initrd_list(args.b), progress=_progress)
+    counts: dict[str, int] = {}
+    _emit(change_lines(diff_sorted(a.infos(), b.infos()), counts))
+    return EXIT_CHANGES if any(counts.values()) else EXIT_OK
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
     try:
-        result = extract(_paths(args.files), args.dest, progress=_progress)
+        result = extract(_paths(args.files), args.dest, progress=_progress, keep_special=args.keep_special)
     except OSError as exc:
-        raise ArchiveError(f"extracting into {args.dest}: {exc}") from None
+        raise ArchiveError(f"extracting into {shown(str(args.dest))}: {shown(str(exc))}") from None
     print(
-        f"{args.dest}: {result.files} files, {result.dirs} directories, {result.symlinks} symlinks, "
+        f"{shown(str(args.dest))}: {result.files} files, {result.dirs} directories, {result.symlinks} symlinks, "
         f"{result.others} special files"
     )
     for name in result.skipped:
-        print(f"skipped (needs root): {name}", file=sys.stderr)
-    for drop in result.dropped:
-        print(f"ignored by the kernel: {drop.name} from {drop.source}: {drop.reason}", file=sys.stderr)
-    return EXIT_ERROR if result.skipped else EXIT_OK
+        print(f"not created (device node, fifo or socket; --keep-special creates it): {shown(name)}", file=sys.stderr)
+    for name in result.stripped:
+        print(f"setuid/setgid/sticky bits removed (--keep-special keeps them): {shown(name)}", file=sys.stderr)
+    for name in result.needs_root:
+        print(f"not created (needs root): {shown(name)}", file=sys.stderr)
+    for line in dropped_lines(result.dropped, result.dropped_total):
+        print(line, file=sys.stderr)
+    return EXIT_ERROR if result.needs_root else EXIT_OK
