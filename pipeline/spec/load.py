@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 from pipeline.errors import Problem, SpecError
 from pipeline.spec.model import Cluster
 from pipeline.spec.semantics import Finding, lint_warnings, semantic_problems
+from pipeline.spec.types import same_paths
 from pipeline.spec.yamlload import Document, Origin, YamlProblems, load_yaml
 
 _YAML_KINDS = {
@@ -152,6 +153,18 @@ def _findings_to_problems(findings: list[Finding], doc: Document, filename: str)
     return problems
 
 
+def _same_symlink_sources(doc: Document, filename: str) -> list[Problem]:
+    symlinks = doc.data.get("symlinks")
+    if not isinstance(symlinks, dict):
+        return []
+    problems = []
+    for later, earlier in same_paths(list(symlinks)):
+        here, first = doc.key_origins[("symlinks", later)], doc.key_origins[("symlinks", earlier)]
+        message = f"{later} is the same path as {earlier} on line {first.line}"
+        problems.append(Problem(filename, here.line, here.column, f"symlinks.{later}", message, "write each path once"))
+    return problems
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     # Loading creates tens of thousands of small acyclic objects (YAML nodes, values, models); the cyclic GC
@@ -178,11 +191,12 @@ def _parse_cluster(text: str | bytes, filename: str) -> tuple[Cluster, list[Prob
         raise SpecError(exc.problems) from None
     if not isinstance(doc.data, dict):
         raise SpecError([*doc.problems, Problem(filename, 1, 1, "", "expected a mapping of fields at the top level")])
+    early = doc.problems + _same_symlink_sources(doc, filename)
     try:
         cluster = Cluster.model_validate(doc.data, context={"skip_semantics": True})
     except ValidationError as exc:
-        raise SpecError(doc.problems + _problems_from_validation(exc, doc, filename)) from None
-    problems = doc.problems + _findings_to_problems(semantic_problems(cluster), doc, filename)
+        raise SpecError(early + _problems_from_validation(exc, doc, filename)) from None
+    problems = early + _findings_to_problems(semantic_problems(cluster), doc, filename)
     if problems:
         raise SpecError(problems)
     return cluster, _findings_to_problems(lint_warnings(cluster), doc, filename)

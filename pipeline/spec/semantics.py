@@ -7,8 +7,13 @@ give the line of the offending value. Warnings are things that work but are prob
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from pipeline.spec.cmdline import cmdline_problems
+from pipeline.spec.model import SKELETON_DIR
+from pipeline.state.record import BACKUP_ROOT, STATE_PATH
 
 if TYPE_CHECKING:
     from pipeline.spec.model import Cluster
@@ -18,6 +23,14 @@ Finding = tuple[Loc, str, str]
 
 # Files the boot script writes for each node at every boot.
 PER_NODE_FILES = ("/etc/hostname", "/etc/hosts")
+# Files the boot script writes into the node's directory (pipeline.render.bootscript names them; a test keeps
+# the two in step): a symlink target there would be overwritten at every boot.
+BOOT_WRITTEN = {"cmdline": "the kernel command line of the last boot", "nfsroot-boot": "what the boot script did"}
+# Directories on the gateway that apply keeps for itself.
+_OWN_DIRS = (
+    ("nfsroot-pipeline's deployed-state record", posixpath.dirname(STATE_PATH)),
+    ("nfsroot-pipeline's backups", BACKUP_ROOT),
+)
 
 # Mounted over at boot (or by the initramfs itself): a symlink placed there in the read-only root is hidden.
 _RUNTIME_DIRS = ("/proc", "/sys", "/dev", "/run")
@@ -33,7 +46,14 @@ def _strictly_under(path: str, parent: str) -> bool:
 
 def semantic_problems(c: Cluster) -> list[Finding]:
     return (
-        list(_gateway(c)) + list(_shares(c)) + list(_mounts(c)) + list(_symlinks(c)) + list(_nodes(c)) + list(_boot(c))
+        list(_gateway(c))
+        + list(_shares(c))
+        + list(_mounts(c))
+        + list(_symlinks(c))
+        + list(_nodes(c))
+        + list(_boot(c))
+        + list(_deploy(c))
+        + cmdline_problems(c)
     )
 
 
@@ -93,8 +113,21 @@ def _mounts(c: Cluster) -> Iterator[Finding]:
                 f"share {w.share!r} is read-only",
                 "writable mounts need an access: rw share",
             )
+        runtime = next((d for d in _RUNTIME_DIRS if _under(w.mount, d)), None)
         if w.mount == "/":
             yield ("writable", i, "mount"), "cannot mount over the root", ""
+        elif runtime is not None:
+            yield (
+                ("writable", i, "mount"),
+                f"{w.mount} is mounted over at boot by the {runtime[1:]} filesystem",
+                "choose another path",
+            )
+        elif _under(w.mount, SKELETON_DIR) or _under(SKELETON_DIR, w.mount):
+            yield (
+                ("writable", i, "mount"),
+                f"{w.mount} would hide the skeleton directory {SKELETON_DIR}",
+                "the boot script seeds the nodes' files from it",
+            )
         if "ro" in w.options or "rw" not in w.options:
             yield ("writable", i, "options"), "a writable mount must be mounted rw", "include rw and not ro"
         for other, j in mounts.items():
@@ -105,11 +138,32 @@ def _mounts(c: Cluster) -> Iterator[Finding]:
                     "use separate directories",
                 )
         mounts.setdefault(w.mount, i)
+    yield from _node_dirs(c)
+
+
+def _node_dirs(c: Cluster) -> Iterator[Finding]:
+    # Two per-node mounts with one parent directory give each node one directory for both: /etc/hostname and
+    # /etc/hosts (or any two files of the same name) become the same file.
+    parents: dict[str, int] = {}
+    for i, w in enumerate(c.writable):
+        if not w.per_node or w.share not in c.shares:
+            continue
+        parent = c.writable_parent(w)
+        if parent in parents:
+            j = parents[parent]
+            yield (
+                ("writable", i),
+                f"per-node directories {parent.rstrip('/')}/<node id> are also those of writable[{j}] "
+                f"({c.writable[j].mount})",
+                "give one of them a subdir",
+            )
+        parents.setdefault(parent, i)
 
 
 def _symlinks(c: Cluster) -> Iterator[Finding]:
     targets: dict[str, str] = {}
     mounts = [w.mount for w in c.writable]
+    node_mounts = [w.mount for w in c.writable if w.per_node]
     for source, target in c.symlinks.items():
         loc: Loc = ("symlinks", source)
         if source == "/":
@@ -117,10 +171,24 @@ def _symlinks(c: Cluster) -> Iterator[Finding]:
             continue
         if any(_under(source, m) for m in mounts):
             yield loc, f"{source} lies under a writable mount", "only files of the read-only root need a symlink"
+        elif contained := [m for m in mounts if _strictly_under(m, source)]:
+            yield (
+                loc,
+                f"{source} contains the writable mount {contained[0]}",
+                "the mount point must stay a directory of the read-only root",
+            )
         elif any(_under(source, d) for d in _RUNTIME_DIRS):
             yield loc, f"{source} is hidden at boot by the {source.split('/')[1]} filesystem", "choose another path"
         elif _under(source, "/usr/lib/nfsroot"):
             yield loc, f"{source} is inside the skeleton directory", ""
+        elif _strictly_under(SKELETON_DIR, source):
+            yield loc, f"{source} contains the skeleton directory {SKELETON_DIR}", "choose another path"
+        elif outer := [s for s in c.symlinks if _strictly_under(source, s)]:
+            yield (
+                loc,
+                f"{source} lies under the symlink {outer[0]}",
+                "a path inside a symlinked directory is already on the writable mount",
+            )
         if not any(_strictly_under(target, m) for m in mounts):
             yield loc, f"target {target} is not under a writable mount", f"writable mounts: {', '.join(mounts)}"
         elif (
@@ -135,8 +203,25 @@ def _symlinks(c: Cluster) -> Iterator[Finding]:
                 f"target {target} is on a mount shared by all nodes",
                 f"point it under a per-node mount: {per_node}",
             )
+        written = [
+            m for m in node_mounts if posixpath.dirname(target) == m and posixpath.basename(target) in BOOT_WRITTEN
+        ]
+        if written:
+            yield (
+                loc,
+                f"target {target} is written by the boot script ({BOOT_WRITTEN[posixpath.basename(target)]})",
+                "choose another name",
+            )
         if target in targets:
             yield loc, f"target {target} is also the target of {targets[target]}", "each symlink needs its own file"
+        elif nested := [t for t in targets if _strictly_under(target, t) or _strictly_under(t, target)]:
+            other = nested[0]
+            relation = "lies under" if _strictly_under(target, other) else "contains"
+            yield (
+                loc,
+                f"target {target} {relation} {other}, the target of {targets[other]}",
+                "each symlink needs its own file",
+            )
         targets.setdefault(target, source)
 
 
@@ -177,6 +262,38 @@ def _boot(c: Cluster) -> Iterator[Finding]:
         yield ("boot", "repack", "level"), f"{repack.compression} levels go from 1 to 9, not {repack.level}", ""
     if len(set(c.boot.sysappend)) != len(c.boot.sysappend):
         yield ("boot", "sysappend"), "a name is given twice", ""
+
+
+def _relation(path: str, other: str) -> str | None:
+    if path == other:
+        return "is"
+    if _strictly_under(path, other):
+        return "is inside"
+    if _strictly_under(other, path):
+        return "contains"
+    return None
+
+
+_OWNED_HINT = (
+    "apply owns this file: keep it apart from the shares, the TFTP root, the other file "
+    "and nfsroot-pipeline's own directories"
+)
+
+
+def _deploy(c: Cluster) -> Iterator[Finding]:
+    """The two files apply writes outside the shares must not be, hold or sit in anything else it manages."""
+    places = [(f"share {name!r} ({share.path})", share.path) for name, share in c.shares.items()]
+    places.append((f"the TFTP root ({c.gateway.tftp_root})", c.gateway.tftp_root))
+    places += [(f"{what} ({path})", path) for what, path in _OWN_DIRS]
+    deploy = c.deploy
+    for field, path in (("exports_file", deploy.exports_file), ("hosts_file", deploy.hosts_file)):
+        found = [(relation, what) for what, other in places if (relation := _relation(path, other))]
+        if field == "exports_file" and (relation := _relation(path, deploy.hosts_file)):
+            what = "also deploy.hosts_file" if relation == "is" else f"deploy.hosts_file ({deploy.hosts_file})"
+            found.insert(0, (relation, what))
+        if found:
+            relation, what = found[0]
+            yield ("deploy", field), f"{path} {relation} {what}", _OWNED_HINT
 
 
 def lint_warnings(c: Cluster) -> list[Finding]:
