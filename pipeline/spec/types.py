@@ -98,8 +98,10 @@ def same_paths(values: list[object]) -> list[tuple[str, str]]:
 def _relative_path(value: str) -> str:
     if value.startswith("/"):
         raise fail(f"expected a relative path, got {shown(value)}", "drop the leading /")
-    if not value or len(value) > _MAX_PATH:
+    if not value:
         raise fail("expected a non-empty relative path")
+    if len(value) > _MAX_PATH:
+        raise fail(f"path is longer than {_MAX_PATH} characters")
     parts = [p for p in value.split("/") if p]
     _check_components(value, parts)
     return posixpath.join(*parts)
