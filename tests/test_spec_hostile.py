@@ -188,6 +188,55 @@ CASES: list[tuple[str, dict[int, str], list[str]]] = [
             "cluster.yaml:12:13: writable.1.mount: /usr would hide the skeleton directory /usr/lib/nfsroot/skel (the boot script seeds the nodes' files from it)"
         ],
     ),
+    (
+        "share inside the record directory",
+        {8: "  workers: {path: /var/lib/nfsroot-pipeline/w, access: rw}"},
+        [
+            "cluster.yaml:8:19: shares.workers.path: /var/lib/nfsroot-pipeline/w is inside nfsroot-pipeline's deployed-state record (/var/lib/nfsroot-pipeline) (apply keeps its record and backups there: export another directory)"
+        ],
+    ),
+    (
+        "share above the record directory",
+        {8: "  workers: {path: /var, access: rw}"},
+        [
+            "cluster.yaml:8:19: shares.workers.path: /var contains nfsroot-pipeline's deployed-state record (/var/lib/nfsroot-pipeline) (apply keeps its record and backups there: export another directory)"
+        ],
+    ),
+    (
+        "tftp root above the backups",
+        {5: "  tftp_root: /var/backups"},
+        [
+            "cluster.yaml:5:14: gateway.tftp_root: /var/backups contains nfsroot-pipeline's backups (/var/backups/nfsroot-pipeline) (apply keeps its record and backups there: serve another directory)"
+        ],
+    ),
+    (
+        "symlink replacing a nested share",
+        {8: "  workers: {path: /clients/workers, access: rw}", 15: "  /workers: /var/local/w"},
+        [
+            "cluster.yaml:15:13: symlinks./workers: /workers is /clients/workers on the gateway, which is share 'workers' (/clients/workers) (a symlink there would replace a directory the pipeline manages)"
+        ],
+    ),
+    (
+        "symlink replacing the tftp root",
+        {5: "  tftp_root: /clients/srv/tftp", 15: "  /srv: /var/local/srv"},
+        [
+            "cluster.yaml:15:9: symlinks./srv: /srv is /clients/srv on the gateway, which contains the TFTP root (/clients/srv/tftp) (a symlink there would replace a directory the pipeline manages)"
+        ],
+    ),
+    (
+        "kernel inside pxelinux.cfg",
+        {17: "  kernel: pxelinux.cfg/default"},
+        [
+            "cluster.yaml:17:11: boot.kernel: pxelinux.cfg/default is inside pxelinux.cfg/, which the pipeline writes (name the kernel file in the TFTP root)"
+        ],
+    ),
+    (
+        "initrd is pxelinux.cfg",
+        {18: "  initrd: pxelinux.cfg"},
+        [
+            "cluster.yaml:18:11: boot.initrd: pxelinux.cfg is pxelinux.cfg/, which the pipeline writes (name the initrd file in the TFTP root)"
+        ],
+    ),
 ]
 
 
