@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pipeline.spec.cmdline import cmdline_problems
+from pipeline.spec.collisions import collision_problems
+from pipeline.spec.collisions import strictly_under as _strictly_under
+from pipeline.spec.collisions import under as _under
 from pipeline.spec.model import SKELETON_DIR
-from pipeline.state.record import BACKUP_ROOT, STATE_PATH
 
 if TYPE_CHECKING:
     from pipeline.spec.model import Cluster
@@ -26,22 +28,9 @@ PER_NODE_FILES = ("/etc/hostname", "/etc/hosts")
 # Files the boot script writes into the node's directory (pipeline.render.bootscript names them; a test keeps
 # the two in step): a symlink target there would be overwritten at every boot.
 BOOT_WRITTEN = {"cmdline": "the kernel command line of the last boot", "nfsroot-boot": "what the boot script did"}
-# Directories on the gateway that apply keeps for itself.
-_OWN_DIRS = (
-    ("nfsroot-pipeline's deployed-state record", posixpath.dirname(STATE_PATH)),
-    ("nfsroot-pipeline's backups", BACKUP_ROOT),
-)
 
 # Mounted over at boot (or by the initramfs itself): a symlink placed there in the read-only root is hidden.
 _RUNTIME_DIRS = ("/proc", "/sys", "/dev", "/run")
-
-
-def _under(path: str, parent: str) -> bool:
-    return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
-def _strictly_under(path: str, parent: str) -> bool:
-    return path != parent and _under(path, parent)
 
 
 def semantic_problems(c: Cluster) -> list[Finding]:
@@ -52,10 +41,7 @@ def semantic_problems(c: Cluster) -> list[Finding]:
         + list(_symlinks(c))
         + list(_nodes(c))
         + list(_boot(c))
-        + list(_deploy(c))
-        + list(_own_dirs(c))
-        + list(_symlinks_in_root(c))
-        + list(_tftp_files(c))
+        + collision_problems(c)
         + cmdline_problems(c)
     )
 
@@ -166,7 +152,7 @@ def _node_dirs(c: Cluster) -> Iterator[Finding]:
 def _symlinks(c: Cluster) -> Iterator[Finding]:
     targets: dict[str, str] = {}
     mounts = [w.mount for w in c.writable]
-    node_mounts = [w.mount for w in c.writable if w.per_node]
+    record_mount = next((w.mount for w in c.writable if w.per_node), None)  # c.node_dir, where the record goes
     for source, target in c.symlinks.items():
         loc: Loc = ("symlinks", source)
         if source == "/":
@@ -206,10 +192,7 @@ def _symlinks(c: Cluster) -> Iterator[Finding]:
                 f"target {target} is on a mount shared by all nodes",
                 f"point it under a per-node mount: {per_node}",
             )
-        written = [
-            m for m in node_mounts if posixpath.dirname(target) == m and posixpath.basename(target) in BOOT_WRITTEN
-        ]
-        if written:
+        if posixpath.dirname(target) == record_mount and posixpath.basename(target) in BOOT_WRITTEN:
             yield (
                 loc,
                 f"target {target} is written by the boot script ({BOOT_WRITTEN[posixpath.basename(target)]})",
@@ -265,97 +248,6 @@ def _boot(c: Cluster) -> Iterator[Finding]:
         yield ("boot", "repack", "level"), f"{repack.compression} levels go from 1 to 9, not {repack.level}", ""
     if len(set(c.boot.sysappend)) != len(c.boot.sysappend):
         yield ("boot", "sysappend"), "a name is given twice", ""
-
-
-def _relation(path: str, other: str) -> str | None:
-    if path == other:
-        return "is"
-    if _strictly_under(path, other):
-        return "is inside"
-    if _strictly_under(other, path):
-        return "contains"
-    return None
-
-
-_OWNED_HINT = (
-    "apply owns this file: keep it apart from the shares, the TFTP root, the other file "
-    "and nfsroot-pipeline's own directories"
-)
-
-
-def _own_dirs(c: Cluster) -> Iterator[Finding]:
-    """Shares and the TFTP root stay apart from apply's record and backups (a read-write share holding them
-    would let any node's root rewrite what apply believes it deployed)."""
-    places: list[tuple[Loc, str, str]] = [
-        (("shares", name, "path"), share.path, "export") for name, share in c.shares.items()
-    ]
-    places.append((("gateway", "tftp_root"), c.gateway.tftp_root, "serve"))
-    for loc, path, verb in places:
-        found = [(relation, f"{what} ({own})") for what, own in _OWN_DIRS if (relation := _relation(path, own))]
-        if found:
-            relation, what = found[0]
-            yield (
-                loc,
-                f"{path} {relation} {what}",
-                f"apply keeps its record and backups there: {verb} another directory",
-            )
-
-
-def _symlinks_in_root(c: Cluster) -> Iterator[Finding]:
-    """A symlink is created at the root share's path + its source: it must not replace a directory that the
-    pipeline manages there (a share nested in the root, the TFTP root, a writable mount's gateway directory)."""
-    root = c.shares.get(c.root.share)
-    if root is None:
-        return
-    places = [(f"share {name!r} ({share.path})", share.path) for name, share in c.shares.items() if share is not root]
-    places.append((f"the TFTP root ({c.gateway.tftp_root})", c.gateway.tftp_root))
-    places += [(f"{what} ({path})", path) for what, path in _OWN_DIRS]
-    places += [
-        (f"the gateway directory of writable[{i}] ({c.writable_parent(w)})", c.writable_parent(w))
-        for i, w in enumerate(c.writable)
-        if w.share in c.shares
-    ]
-    for source in c.symlinks:
-        if source == "/":
-            continue
-        on_gateway = root.path.rstrip("/") + source
-        found = [
-            (relation, what) for what, path in places if (relation := _relation(on_gateway, path)) in ("is", "contains")
-        ]
-        if found:
-            relation, what = found[0]
-            yield (
-                ("symlinks", source),
-                f"{source} is {on_gateway} on the gateway, which {relation} {what}",
-                "a symlink there would replace a directory the pipeline manages",
-            )
-
-
-def _tftp_files(c: Cluster) -> Iterator[Finding]:
-    """The kernel and initrd pxelinux loads must not be the configuration directory the pipeline writes."""
-    for field, path in (("kernel", c.boot.kernel), ("initrd", c.boot.initrd)):
-        if relation := _relation(path, "pxelinux.cfg"):
-            yield (
-                ("boot", field),
-                f"{path} {relation} pxelinux.cfg/, which the pipeline writes",
-                f"name the {field} file in the TFTP root",
-            )
-
-
-def _deploy(c: Cluster) -> Iterator[Finding]:
-    """The two files apply writes outside the shares must not be, hold or sit in anything else it manages."""
-    places = [(f"share {name!r} ({share.path})", share.path) for name, share in c.shares.items()]
-    places.append((f"the TFTP root ({c.gateway.tftp_root})", c.gateway.tftp_root))
-    places += [(f"{what} ({path})", path) for what, path in _OWN_DIRS]
-    deploy = c.deploy
-    for field, path in (("exports_file", deploy.exports_file), ("hosts_file", deploy.hosts_file)):
-        found = [(relation, what) for what, other in places if (relation := _relation(path, other))]
-        if field == "exports_file" and (relation := _relation(path, deploy.hosts_file)):
-            what = "also deploy.hosts_file" if relation == "is" else f"deploy.hosts_file ({deploy.hosts_file})"
-            found.insert(0, (relation, what))
-        if found:
-            relation, what = found[0]
-            yield ("deploy", field), f"{path} {relation} {what}", _OWNED_HINT
 
 
 def lint_warnings(c: Cluster) -> list[Finding]:
