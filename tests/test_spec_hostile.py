@@ -237,6 +237,27 @@ CASES: list[tuple[str, dict[int, str], list[str]]] = [
             "cluster.yaml:18:11: boot.initrd: pxelinux.cfg is pxelinux.cfg/, which the pipeline writes (name the initrd file in the TFTP root)"
         ],
     ),
+    (
+        "kelvin sign in a host name",
+        {25: '    - {mac: "44:8a:5b:dd:d8:ba", hostname: "wor\u212aer"}'},
+        [
+            "cluster.yaml:25:44: nodes.known.1.hostname: 'wor\u212aer' is not a valid host name (an RFC 1123 label: 1-63 letters, digits and hyphens, not starting or ending with a hyphen)"
+        ],
+    ),
+    (
+        "kelvin sign in the host name pattern",
+        {22: '  hostname: "wor\u212aer-{mac}"'},
+        [
+            "cluster.yaml:22:13: nodes.hostname: host name pattern 'wor\u212aer-{mac}' does not give a valid host name ('wor\u212aer-000000000000') (after replacing {mac} by 12 hex digits it must be an RFC 1123 label of at most 63 characters)"
+        ],
+    ),
+    (
+        "unicode space around a MAC",
+        {25: '    - {mac: "\u200344:8a:5b:dd:d8:ba"}'},
+        [
+            "cluster.yaml:25:13: nodes.known.1.mac: '\\u200344:8a:5b:dd:d8:ba' is not a MAC address (write six hex octets: aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff or aabbccddeeff)"
+        ],
+    ),
 ]
 
 

@@ -162,7 +162,8 @@ _MAC_FORMS = (
 
 
 def _mac(value: str) -> str:
-    lowered = value.strip().lower()
+    # ASCII only before lower(): "K" (Kelvin sign) lowers to "k", and str.strip() takes any Unicode space.
+    lowered = value.strip(" \t").lower() if value.isascii() else ""
     for form in _MAC_FORMS:
         match = form.fullmatch(lowered)
         if match:
@@ -194,7 +195,7 @@ _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _hostname(value: str) -> str:
-    lowered = value.lower()
+    lowered = value.lower() if value.isascii() else ""  # "K" (Kelvin sign) lowers to an ASCII "k"
     if not _LABEL.fullmatch(lowered):
         raise fail(
             f"{shown(value)} is not a valid host name",
@@ -219,7 +220,7 @@ def _hostname_pattern(value: str) -> str:
             f"host name pattern {shown(value)} has braces other than {MAC_PLACEHOLDER}", "only {mac} is replaced"
         )
     sample = value.replace(MAC_PLACEHOLDER, "0" * 12)
-    if not _LABEL.fullmatch(sample.lower()):
+    if not sample.isascii() or not _LABEL.fullmatch(sample.lower()):
         raise fail(
             f"host name pattern {shown(value)} does not give a valid host name ({shown(sample)})",
             "after replacing {mac} by 12 hex digits it must be an RFC 1123 label of at most 63 characters",
