@@ -373,3 +373,29 @@ def test_files_the_boot_script_writes_are_the_ones_the_rules_know() -> None:
 
     assert BOOT_WRITTEN == BOOT_FILES
     assert set(BOOT_WRITTEN) == {CMDLINE_NAME, RECORD_NAME}
+
+
+@pytest.mark.parametrize(
+    ("replace", "expected"),
+    [
+        (
+            {15: "  /etc/hosts: /var/local//hostname/"},
+            "cluster.yaml:15:15: symlinks./etc/hosts: target /var/local/hostname is also the target of /etc/hostname (each symlink needs its own file)",
+        ),
+        (
+            {12: "  - {mount: /var/local/, share: workers, subdir: home}"},
+            "cluster.yaml:12:13: writable.1.mount: /var/local overlaps writable[0] (/var/local) (use separate directories)",
+        ),
+        (
+            {8: "  workers: {path: /clients/, access: rw}"},
+            "cluster.yaml:8:19: shares.workers.path: /clients is already exported by share 'clients'",
+        ),
+        (
+            {26: "deploy: {root: gateway/, exports_file: /etc//nfsroot/hosts/}"},
+            "cluster.yaml:26:40: deploy.exports_file: /etc/nfsroot/hosts is also deploy.hosts_file (apply owns this file: keep it apart from the shares, the TFTP root, the other file and nfsroot-pipeline's own directories)",
+        ),
+    ],
+)
+def test_every_path_pair_is_compared_normalised(replace: dict[int, str], expected: str) -> None:
+    """Targets, mounts, shares and output files are compared after `//` and a trailing / are gone."""
+    assert expected in problems(spec_text(replace))
