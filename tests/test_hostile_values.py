@@ -38,7 +38,10 @@ FIELDS: list[tuple[str | int, ...]] = [
     ("nodes", "hostname"),
     ("nodes", "known", 0, "hostname"),
     ("nodes", "known", 1, "cmdline"),
+    ("boot", "repack", "source"),
+    ("deploy", "root"),
     ("deploy", "exports_file"),
+    ("deploy", "hosts_file"),
     ("deploy", "reload", 0),
 ]
 

@@ -17,7 +17,10 @@ def _validate(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.strict and warnings:
-        print(f"{len(warnings)} warning(s); --strict makes them errors", file=sys.stderr)
+        n = len(warnings)
+        counted = "1 warning counts as an error" if n == 1 else f"{n} warnings count as errors"
+        fix = "fix it, or run without --strict to accept it" if n == 1 else "fix them, or run without --strict"
+        print(f"{args.file}: validation failed because of --strict: {counted} ({fix})", file=sys.stderr)
         return EXIT_ERROR
     nodes = len(cluster.nodes.known)
     print(f"{args.file}: cluster {cluster.name!r} is valid ({len(cluster.shares)} shares, {nodes} known nodes)")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import gc
+import os
+import stat
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,8 @@ from pydantic_core import ErrorDetails
 from pipeline.errors import Problem, SpecError
 from pipeline.spec.model import Cluster
 from pipeline.spec.semantics import Finding, lint_warnings, semantic_problems
-from pipeline.spec.yamlload import Document, Origin, YamlProblems, load_yaml
+from pipeline.spec.types import same_paths, shown
+from pipeline.spec.yamlload import MAX_BYTES, Document, Origin, YamlProblems, load_yaml
 
 _YAML_KINDS = {
     "tag:yaml.org,2002:int": "number",
@@ -85,13 +88,13 @@ def _message(err: ErrorDetails, doc: Document, loc: tuple[str | int, ...], origi
         message = "required field is missing"
     elif kind == "extra_forbidden":
         name = str(loc[-1]) if loc else "?"
-        message = f"unknown field {name!r}"
+        message = f"unknown field {shown(name)}"
         model = _model_at(loc[:-1])
         if model is not None:
             close = difflib.get_close_matches(name, list(model.model_fields), n=1)
             hint = f"did you mean {close[0]!r}?" if close else "known fields: " + ", ".join(model.model_fields)
     elif kind == "literal_error":
-        message = f"expected {ctx.get('expected')}, got {value!r}"
+        message = f"expected {ctx.get('expected')}, got {shown(value)}"
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         message = f"expected a mapping of fields, got {_describe(value)}"
     elif kind in ("tuple_type", "list_type"):
@@ -101,7 +104,7 @@ def _message(err: ErrorDetails, doc: Document, loc: tuple[str | int, ...], origi
     elif kind in ("int_type", "int_parsing"):
         message = f"expected a whole number, got {_describe(value)}"
     elif kind in ("greater_than_equal", "less_than_equal"):
-        message = f"{value!r} is out of range: must be {kind.replace('_', ' ').replace('equal', 'or equal to')} {next(iter(ctx.values()))}"
+        message = f"{shown(value)} is out of range: must be {kind.replace('_', ' ').replace('equal', 'or equal to')} {next(iter(ctx.values()))}"
     elif kind == "string_type":
         message = f"expected a string, got {_describe(value)}"
     elif kind == "value_error":
@@ -115,7 +118,8 @@ def _message(err: ErrorDetails, doc: Document, loc: tuple[str | int, ...], origi
     ):
         what = _YAML_KINDS[origin.tag]
         extra = " (base 60!)" if what == "number" and ":" in origin.text else ""
-        hint = f'YAML reads the unquoted {origin.text} as a {what}{extra}; quote it: "{origin.text}"'
+        text = origin.text if len(origin.text) <= 60 else "value"  # a huge number is not echoed whole
+        hint = f'YAML reads the unquoted {text} as a {what}{extra}; quote it: "{text}"'
     return message, hint
 
 
@@ -126,7 +130,7 @@ def _describe(value: Any) -> str:
         return "a list"
     if value is None:
         return "nothing (null)"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {shown(value)}"
 
 
 def _problems_from_validation(exc: ValidationError, doc: Document, filename: str) -> list[Problem]:
@@ -152,6 +156,18 @@ def _findings_to_problems(findings: list[Finding], doc: Document, filename: str)
     return problems
 
 
+def _same_symlink_sources(doc: Document, filename: str) -> list[Problem]:
+    symlinks = doc.data.get("symlinks")
+    if not isinstance(symlinks, dict):
+        return []
+    problems = []
+    for later, earlier in same_paths(list(symlinks)):
+        here, first = doc.key_origins[("symlinks", later)], doc.key_origins[("symlinks", earlier)]
+        message = f"{later} is the same path as {earlier} on line {first.line}"
+        problems.append(Problem(filename, here.line, here.column, f"symlinks.{later}", message, "write each path once"))
+    return problems
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     # Loading creates tens of thousands of small acyclic objects (YAML nodes, values, models); the cyclic GC
@@ -168,7 +184,23 @@ def _gc_paused() -> Iterator[None]:
 def parse_cluster(text: str | bytes, filename: str) -> tuple[Cluster, list[Problem]]:
     """Validate spec text; return the cluster and its lint warnings, or raise SpecError with every problem."""
     with _gc_paused():
-        return _parse_cluster(text, filename)
+        try:
+            cluster, warnings = _parse_cluster(text, filename)
+        except SpecError as exc:
+            raise SpecError([_bounded(p) for p in exc.problems]) from None
+    return cluster, [_bounded(p) for p in warnings]
+
+
+_ECHO = 300
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _ECHO else f"{text[:_ECHO]}... ({len(text)} characters)"
+
+
+def _bounded(p: Problem) -> Problem:
+    """The last guard against echoing a huge key or value whole: every part of a problem is cut short."""
+    return Problem(p.file, p.line, p.column, _cut(p.field), _cut(p.message), _cut(p.hint))
 
 
 def _parse_cluster(text: str | bytes, filename: str) -> tuple[Cluster, list[Problem]]:
@@ -178,20 +210,55 @@ def _parse_cluster(text: str | bytes, filename: str) -> tuple[Cluster, list[Prob
         raise SpecError(exc.problems) from None
     if not isinstance(doc.data, dict):
         raise SpecError([*doc.problems, Problem(filename, 1, 1, "", "expected a mapping of fields at the top level")])
+    early = doc.problems + _same_symlink_sources(doc, filename)
     try:
         cluster = Cluster.model_validate(doc.data, context={"skip_semantics": True})
     except ValidationError as exc:
-        raise SpecError(doc.problems + _problems_from_validation(exc, doc, filename)) from None
-    problems = doc.problems + _findings_to_problems(semantic_problems(cluster), doc, filename)
+        raise SpecError(early + _problems_from_validation(exc, doc, filename)) from None
+    problems = early + _findings_to_problems(semantic_problems(cluster), doc, filename)
     if problems:
         raise SpecError(problems)
     return cluster, _findings_to_problems(lint_warnings(cluster), doc, filename)
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _read_spec(path: Path) -> bytes:
+    """At most MAX_BYTES + 1 bytes of a regular file: /dev/zero or a 2 GiB file is refused, not read whole.
+
+    O_NONBLOCK so that opening a FIFO returns at once (it is then refused like any non-regular file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+            raise SpecError(
+                [Problem(str(path), 0, 0, "", f"not a regular file ({kind}); give the path of cluster.yaml")]
+            )
+        chunks = []
+        size = 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, min(1 << 20, MAX_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load_cluster(path: Path) -> tuple[Cluster, list[Problem]]:
     """Read and validate a cluster.yaml file. Errors name the file as the user gave it."""
     try:
-        text = path.read_bytes()
+        text = _read_spec(path)
     except OSError as exc:
         raise SpecError([Problem(str(path), 0, 0, "", f"cannot read the spec: {exc.strerror}")]) from None
     return parse_cluster(text, str(path))

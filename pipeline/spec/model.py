@@ -10,13 +10,14 @@ import ipaddress
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.spec.types import (
     MAC,
     SYSAPPEND_BITS,
     AbsPath,
     ArgvWord,
+    DeployRoot,
     ExportOption,
     Hostname,
     HostnamePattern,
@@ -26,9 +27,11 @@ from pipeline.spec.types import (
     MountOption,
     Name,
     RelPath,
+    SourceFile,
     StrictBool,
     SysappendName,
     node_id,
+    same_paths,
 )
 
 StrictInt = Annotated[int, Field(strict=True)]
@@ -88,7 +91,7 @@ class Writable(_Part):
 class Repack(_Part):
     """Settings of the repack method (rewrite the distro initrd with our files inside)."""
 
-    source: str | None = Field(
+    source: SourceFile | None = Field(
         None, description="The distro initrd on the build machine (relative to cluster.yaml); repack only."
     )
     compression: Literal["zstd", "gzip", "xz"] = "zstd"
@@ -140,7 +143,7 @@ class Nodes(_Part):
 class Deploy(_Part):
     """Where and how `apply` installs the built tree."""
 
-    root: str = Field("gateway/", description="Target root directory; / on the gateway itself.")
+    root: DeployRoot = Field("gateway/", description="Target root directory; / on the gateway itself.")
     exports_file: AbsPath = Field("/etc/exports.d/nfsroot.exports", description="The exports file we own.")
     hosts_file: AbsPath = Field("/etc/nfsroot/hosts", description="Hosts entries for the gateway (addn-hosts).")
     reload: tuple[ArgvWord, ...] = Field(
@@ -166,6 +169,15 @@ class Cluster(_Part):
     boot: Boot
     nodes: Nodes = Nodes()
     deploy: Deploy = Deploy()
+
+    @field_validator("symlinks", mode="before")
+    @classmethod
+    def _distinct_sources(cls, value: object, info: ValidationInfo) -> object:
+        # The loader reports these at the key's line itself (validation would have merged the keys already).
+        if isinstance(value, dict) and not (info.context and info.context.get("skip_semantics")):
+            for later, earlier in same_paths(list(value)):
+                raise ValueError(f"{later} is the same path as {earlier}")
+        return value
 
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> Cluster:

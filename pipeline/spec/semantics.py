@@ -7,8 +7,15 @@ give the line of the offending value. Warnings are things that work but are prob
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from pipeline.spec.cmdline import cmdline_problems
+from pipeline.spec.collisions import collision_problems
+from pipeline.spec.collisions import strictly_under as _strictly_under
+from pipeline.spec.collisions import under as _under
+from pipeline.spec.model import SKELETON_DIR
 
 if TYPE_CHECKING:
     from pipeline.spec.model import Cluster
@@ -18,22 +25,24 @@ Finding = tuple[Loc, str, str]
 
 # Files the boot script writes for each node at every boot.
 PER_NODE_FILES = ("/etc/hostname", "/etc/hosts")
+# Files the boot script writes into the node's directory (pipeline.render.bootscript names them; a test keeps
+# the two in step): a symlink target there would be overwritten at every boot.
+BOOT_WRITTEN = {"cmdline": "the kernel command line of the last boot", "nfsroot-boot": "what the boot script did"}
 
 # Mounted over at boot (or by the initramfs itself): a symlink placed there in the read-only root is hidden.
 _RUNTIME_DIRS = ("/proc", "/sys", "/dev", "/run")
 
 
-def _under(path: str, parent: str) -> bool:
-    return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
-def _strictly_under(path: str, parent: str) -> bool:
-    return path != parent and _under(path, parent)
-
-
 def semantic_problems(c: Cluster) -> list[Finding]:
     return (
-        list(_gateway(c)) + list(_shares(c)) + list(_mounts(c)) + list(_symlinks(c)) + list(_nodes(c)) + list(_boot(c))
+        list(_gateway(c))
+        + list(_shares(c))
+        + list(_mounts(c))
+        + list(_symlinks(c))
+        + list(_nodes(c))
+        + list(_boot(c))
+        + collision_problems(c)
+        + cmdline_problems(c)
     )
 
 
@@ -93,8 +102,21 @@ def _mounts(c: Cluster) -> Iterator[Finding]:
                 f"share {w.share!r} is read-only",
                 "writable mounts need an access: rw share",
             )
+        runtime = next((d for d in _RUNTIME_DIRS if _under(w.mount, d)), None)
         if w.mount == "/":
             yield ("writable", i, "mount"), "cannot mount over the root", ""
+        elif runtime is not None:
+            yield (
+                ("writable", i, "mount"),
+                f"{w.mount} is mounted over at boot by the {runtime[1:]} filesystem",
+                "choose another path",
+            )
+        elif _under(w.mount, SKELETON_DIR) or _under(SKELETON_DIR, w.mount):
+            yield (
+                ("writable", i, "mount"),
+                f"{w.mount} would hide the skeleton directory {SKELETON_DIR}",
+                "the boot script seeds the nodes' files from it",
+            )
         if "ro" in w.options or "rw" not in w.options:
             yield ("writable", i, "options"), "a writable mount must be mounted rw", "include rw and not ro"
         for other, j in mounts.items():
@@ -105,11 +127,32 @@ def _mounts(c: Cluster) -> Iterator[Finding]:
                     "use separate directories",
                 )
         mounts.setdefault(w.mount, i)
+    yield from _node_dirs(c)
+
+
+def _node_dirs(c: Cluster) -> Iterator[Finding]:
+    # Two per-node mounts with one parent directory give each node one directory for both: /etc/hostname and
+    # /etc/hosts (or any two files of the same name) become the same file.
+    parents: dict[str, int] = {}
+    for i, w in enumerate(c.writable):
+        if not w.per_node or w.share not in c.shares:
+            continue
+        parent = c.writable_parent(w)
+        if parent in parents:
+            j = parents[parent]
+            yield (
+                ("writable", i),
+                f"per-node directories {parent.rstrip('/')}/<node id> are also those of writable[{j}] "
+                f"({c.writable[j].mount})",
+                "give one of them a subdir",
+            )
+        parents.setdefault(parent, i)
 
 
 def _symlinks(c: Cluster) -> Iterator[Finding]:
     targets: dict[str, str] = {}
     mounts = [w.mount for w in c.writable]
+    record_mount = next((w.mount for w in c.writable if w.per_node), None)  # c.node_dir, where the record goes
     for source, target in c.symlinks.items():
         loc: Loc = ("symlinks", source)
         if source == "/":
@@ -117,10 +160,24 @@ def _symlinks(c: Cluster) -> Iterator[Finding]:
             continue
         if any(_under(source, m) for m in mounts):
             yield loc, f"{source} lies under a writable mount", "only files of the read-only root need a symlink"
+        elif contained := [m for m in mounts if _strictly_under(m, source)]:
+            yield (
+                loc,
+                f"{source} contains the writable mount {contained[0]}",
+                "the mount point must stay a directory of the read-only root",
+            )
         elif any(_under(source, d) for d in _RUNTIME_DIRS):
             yield loc, f"{source} is hidden at boot by the {source.split('/')[1]} filesystem", "choose another path"
         elif _under(source, "/usr/lib/nfsroot"):
             yield loc, f"{source} is inside the skeleton directory", ""
+        elif _strictly_under(SKELETON_DIR, source):
+            yield loc, f"{source} contains the skeleton directory {SKELETON_DIR}", "choose another path"
+        elif outer := [s for s in c.symlinks if _strictly_under(source, s)]:
+            yield (
+                loc,
+                f"{source} lies under the symlink {outer[0]}",
+                "a path inside a symlinked directory is already on the writable mount",
+            )
         if not any(_strictly_under(target, m) for m in mounts):
             yield loc, f"target {target} is not under a writable mount", f"writable mounts: {', '.join(mounts)}"
         elif (
@@ -135,8 +192,22 @@ def _symlinks(c: Cluster) -> Iterator[Finding]:
                 f"target {target} is on a mount shared by all nodes",
                 f"point it under a per-node mount: {per_node}",
             )
+        if posixpath.dirname(target) == record_mount and posixpath.basename(target) in BOOT_WRITTEN:
+            yield (
+                loc,
+                f"target {target} is written by the boot script ({BOOT_WRITTEN[posixpath.basename(target)]})",
+                "choose another name",
+            )
         if target in targets:
             yield loc, f"target {target} is also the target of {targets[target]}", "each symlink needs its own file"
+        elif nested := [t for t in targets if _strictly_under(target, t) or _strictly_under(t, target)]:
+            other = nested[0]
+            relation = "lies under" if _strictly_under(target, other) else "contains"
+            yield (
+                loc,
+                f"target {target} {relation} {other}, the target of {targets[other]}",
+                "each symlink needs its own file",
+            )
         targets.setdefault(target, source)
 
 

@@ -21,12 +21,32 @@ def fail(message: str, hint: str = "") -> PydanticCustomError:
     return PydanticCustomError("nfsroot", message, {"nfsroot_hint": hint})
 
 
+_SHOWN = 200
+
+
+def shown(value: object) -> str:
+    """A value as error messages echo it: repr, cut short so a 1 MB value does not become a 1 MB message."""
+    text = repr(value)
+    if len(text) <= _SHOWN:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters as written"
+    return f"{text[:_SHOWN]}... ({size})"
+
+
 def _require_str(value: Any) -> Any:
     # YAML 1.1 turns unquoted `no`, `0644`, `12:34:56` into booleans and numbers; refuse them by type so the
     # loader can point at the unquoted scalar and suggest quoting it (it knows the original text).
     if not isinstance(value, str):
-        raise fail(f"expected a string, got {type(value).__name__} {value!r}")
+        raise fail(f"expected a string, got {type(value).__name__} {shown(value)}")
     return value
+
+
+# ASCII digits only: `\d` and str.isdigit() also accept '١٢' and '²', which int() or the kernel then choke on.
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _ascii_number(text: str, maximum: int) -> bool:
+    return bool(_DIGITS.fullmatch(text)) and len(text) <= len(str(maximum)) and int(text) <= maximum
 
 
 # Path components: letters, digits and . _ + @ -. No spaces, quotes, $, `, ;, :, commas, globbing or newlines:
@@ -35,22 +55,22 @@ _COMPONENT = re.compile(r"[A-Za-z0-9._+@-]+")
 _MAX_PATH = 1024
 
 
-def _check_components(value: str, parts: list[str]) -> None:
+def _check_components(value: str, parts: list[str], *, dots: bool = False) -> None:
     for part in parts:
-        if part in (".", ".."):
-            raise fail(f"path {value!r} contains a {part!r} component", "write the path without . or ..")
-        if not _COMPONENT.fullmatch(part):
+        if part in (".", "..") and not dots:
+            raise fail(f"path {shown(value)} contains a {shown(part)} component", "write the path without . or ..")
+        if part not in (".", "..") and not _COMPONENT.fullmatch(part):
             bad = sorted({c for c in part if not _COMPONENT.fullmatch(c)})
-            shown = ", ".join(repr(c) for c in bad)
+            listed = ", ".join(repr(c) for c in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
             raise fail(
-                f"path {value!r} contains characters that are not allowed: {shown}",
+                f"path {shown(value)} contains characters that are not allowed: {listed}",
                 "use letters, digits and . _ + @ - in path components",
             )
 
 
 def _absolute_path(value: str) -> str:
     if not value.startswith("/"):
-        raise fail(f"expected an absolute path, got {value!r}", "start the path with /")
+        raise fail(f"expected an absolute path, got {shown(value)}", "start the path with /")
     if len(value) > _MAX_PATH:
         raise fail(f"path is longer than {_MAX_PATH} characters")
     if value == "/":
@@ -60,25 +80,64 @@ def _absolute_path(value: str) -> str:
     return "/" + "/".join(parts)
 
 
+def same_paths(values: list[object]) -> list[tuple[str, str]]:
+    """(value, earlier value) for each absolute path that normalises to one given before it: as dict keys
+    `/etc//hostname` and `/etc/hostname/` would silently merge into one entry after validation."""
+    seen: dict[str, str] = {}
+    found = []
+    for value in values:
+        if not isinstance(value, str) or not value.startswith("/"):
+            continue
+        normal = "/" + "/".join(p for p in value.split("/") if p)
+        if normal in seen:
+            found.append((value, seen[normal]))
+        seen.setdefault(normal, value)
+    return found
+
+
 def _relative_path(value: str) -> str:
     if value.startswith("/"):
-        raise fail(f"expected a relative path, got {value!r}", "drop the leading /")
-    if not value or len(value) > _MAX_PATH:
+        raise fail(f"expected a relative path, got {shown(value)}", "drop the leading /")
+    if not value:
         raise fail("expected a non-empty relative path")
+    if len(value) > _MAX_PATH:
+        raise fail(f"path is longer than {_MAX_PATH} characters")
     parts = [p for p in value.split("/") if p]
     _check_components(value, parts)
     return posixpath.join(*parts)
 
 
+def _local_path(hint: str) -> AfterValidator:
+    """A path on the machine running the pipeline, relative to cluster.yaml or absolute. It never reaches a
+    rendered file, but it reaches open(), doit's task list and error messages: the same small alphabet, with
+    . and .. allowed, kept as written."""
+
+    def check(value: str) -> str:
+        if not value:
+            raise fail("expected a non-empty path", hint)
+        if len(value) > _MAX_PATH:
+            raise fail(f"path is longer than {_MAX_PATH} characters")
+        _check_components(value, [p for p in value.split("/") if p], dots=True)
+        return value
+
+    return AfterValidator(check)
+
+
 AbsPath = Annotated[str, BeforeValidator(_require_str), AfterValidator(_absolute_path)]
 RelPath = Annotated[str, BeforeValidator(_require_str), AfterValidator(_relative_path)]
+DeployRoot = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    _local_path("write . to deploy next to cluster.yaml, / on the gateway itself"),
+]
+SourceFile = Annotated[str, BeforeValidator(_require_str), _local_path("the path of the distro initrd to rewrite")]
 
 
 def _ipv4_address(value: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))
     except ValueError:
-        raise fail(f"{value!r} is not a dotted IPv4 address", "for example 192.168.0.254") from None
+        raise fail(f"{shown(value)} is not a dotted IPv4 address", "for example 192.168.0.254") from None
 
 
 def _ipv4_network(value: str) -> str:
@@ -87,8 +146,8 @@ def _ipv4_network(value: str) -> str:
     except ValueError as exc:
         if "host bits set" in str(exc):
             fixed = ipaddress.IPv4Network(value, strict=False)
-            raise fail(f"{value!r} has host bits set", f"did you mean {fixed}?") from None
-        raise fail(f"{value!r} is not an IPv4 network", "for example 192.168.0.0/24") from None
+            raise fail(f"{shown(value)} has host bits set", f"did you mean {fixed}?") from None
+        raise fail(f"{shown(value)} is not an IPv4 network", "for example 192.168.0.0/24") from None
 
 
 IPv4Addr = Annotated[str, BeforeValidator(_require_str), AfterValidator(_ipv4_address)]
@@ -103,7 +162,8 @@ _MAC_FORMS = (
 
 
 def _mac(value: str) -> str:
-    lowered = value.strip().lower()
+    # ASCII only before lower(): "K" (Kelvin sign) lowers to "k", and str.strip() takes any Unicode space.
+    lowered = value.strip(" \t").lower() if value.isascii() else ""
     for form in _MAC_FORMS:
         match = form.fullmatch(lowered)
         if match:
@@ -111,15 +171,15 @@ def _mac(value: str) -> str:
             break
     else:
         raise fail(
-            f"{value!r} is not a MAC address",
+            f"{shown(value)} is not a MAC address",
             "write six hex octets: aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff or aabbccddeeff",
         )
     if int(octets[0], 16) & 1:
         raise fail(
-            f"{value!r} is a multicast address", "a network card's MAC has the lowest bit of the first octet clear"
+            f"{shown(value)} is a multicast address", "a network card's MAC has the lowest bit of the first octet clear"
         )
     if all(o == "00" for o in octets):
-        raise fail(f"{value!r} is the all-zero address")
+        raise fail(f"{shown(value)} is the all-zero address")
     return ":".join(octets)
 
 
@@ -135,10 +195,10 @@ _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _hostname(value: str) -> str:
-    lowered = value.lower()
+    lowered = value.lower() if value.isascii() else ""  # "K" (Kelvin sign) lowers to an ASCII "k"
     if not _LABEL.fullmatch(lowered):
         raise fail(
-            f"{value!r} is not a valid host name",
+            f"{shown(value)} is not a valid host name",
             "an RFC 1123 label: 1-63 letters, digits and hyphens, not starting or ending with a hyphen",
         )
     return lowered
@@ -152,15 +212,17 @@ MAC_PLACEHOLDER = "{mac}"
 def _hostname_pattern(value: str) -> str:
     if MAC_PLACEHOLDER not in value:
         raise fail(
-            f"host name pattern {value!r} does not contain {MAC_PLACEHOLDER}",
+            f"host name pattern {shown(value)} does not contain {MAC_PLACEHOLDER}",
             "every node needs a distinct name, for example worker-node-{mac}",
         )
     if value.count("{") != value.count(MAC_PLACEHOLDER) or value.count("}") != value.count(MAC_PLACEHOLDER):
-        raise fail(f"host name pattern {value!r} has braces other than {MAC_PLACEHOLDER}", "only {mac} is replaced")
-    sample = value.replace(MAC_PLACEHOLDER, "0" * 12)
-    if not _LABEL.fullmatch(sample.lower()):
         raise fail(
-            f"host name pattern {value!r} does not give a valid host name ({sample!r})",
+            f"host name pattern {shown(value)} has braces other than {MAC_PLACEHOLDER}", "only {mac} is replaced"
+        )
+    sample = value.replace(MAC_PLACEHOLDER, "0" * 12)
+    if not sample.isascii() or not _LABEL.fullmatch(sample.lower()):
+        raise fail(
+            f"host name pattern {shown(value)} does not give a valid host name ({shown(sample)})",
             "after replacing {mac} by 12 hex digits it must be an RFC 1123 label of at most 63 characters",
         )
     return value.lower()
@@ -174,7 +236,7 @@ _NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
 def _name(value: str) -> str:
     if not _NAME.fullmatch(value):
-        raise fail(f"{value!r} is not a valid name", "lowercase letters, digits and -, starting with a letter")
+        raise fail(f"{shown(value)} is not a valid name", "lowercase letters, digits and -, starting with a letter")
     return value
 
 
@@ -192,31 +254,34 @@ _EXPORT_OPTIONS: dict[str, str | None] = {
 }  # fmt: skip
 _SEC_FLAVOURS = {"sys", "krb5", "krb5i", "krb5p"}
 _UUID = re.compile(r"[0-9a-fA-F-]{8,36}")
+_MAX_ID = 2**32 - 1  # uid_t, gid_t and a numeric fsid are 32 bits
 
 
 def _export_option(value: str) -> str:
     name, sep, arg = value.partition("=")
     if name in ("ro", "rw"):
-        raise fail(f"export option {name!r} is set by the share's access field", f"write access: {name}")
+        raise fail(f"export option {shown(name)} is set by the share's access field", f"write access: {name}")
     if name not in _EXPORT_OPTIONS:
-        raise fail(f"{name!r} is not an exports(5) option", "see `man 5 exports` for the options")
+        raise fail(f"{shown(name)} is not an exports(5) option", "see `man 5 exports` for the options")
     kind = _EXPORT_OPTIONS[name]
     if kind is None:
         if sep:
-            raise fail(f"export option {name!r} takes no value")
+            raise fail(f"export option {shown(name)} takes no value")
         return value
     if kind == "path?":
         if sep:
             _absolute_path(arg)
         return value
     if not sep or not arg:
-        raise fail(f"export option {name!r} needs a value", f"write {name}=VALUE")
-    if kind == "int" and not arg.isdigit():
-        raise fail(f"export option {name!r} needs a number, got {arg!r}")
-    if kind == "fsid" and not (arg.isdigit() or arg == "root" or _UUID.fullmatch(arg)):
-        raise fail(f"export option fsid needs a number, root or a UUID, got {arg!r}")
+        raise fail(f"export option {shown(name)} needs a value", f"write {name}=VALUE")
+    if kind == "int" and not _DIGITS.fullmatch(arg):
+        raise fail(f"export option {shown(name)} needs a number, got {shown(arg)}")
+    if kind == "int" and not _ascii_number(arg, _MAX_ID):
+        raise fail(f"export option {shown(name)} needs a number from 0 to {_MAX_ID}")
+    if kind == "fsid" and not (_ascii_number(arg, _MAX_ID) or arg == "root" or _UUID.fullmatch(arg)):
+        raise fail(f"export option fsid needs a number, root or a UUID, got {shown(arg)}")
     if kind == "sec" and not all(f in _SEC_FLAVOURS for f in arg.split(":")):
-        raise fail(f"export option sec needs flavours from {sorted(_SEC_FLAVOURS)} separated by ':', got {arg!r}")
+        raise fail(f"export option sec needs flavours from {sorted(_SEC_FLAVOURS)} separated by ':', got {shown(arg)}")
     return value
 
 
@@ -234,13 +299,13 @@ def _mount_option(value: str) -> str:
     if name in KLIBC_FLAGS and not sep:
         return value
     if name in KLIBC_NUMERIC:
-        if not sep or not arg.isdigit() or len(arg) > 9:
-            raise fail(f"mount option {name!r} needs a number", f"write {name}=N")
+        if not sep or not _DIGITS.fullmatch(arg) or len(arg) > 9:
+            raise fail(f"mount option {shown(name)} needs a number", f"write {name}=N")
         if name in ("nfsvers", "vers") and arg not in ("2", "3"):
             raise fail(f"klibc nfsmount speaks NFS versions 2 and 3 only, not {arg}", f"write {name}=3")
         return value
     raise fail(
-        f"{value!r} is not an option klibc nfsmount accepts (it aborts the mount on unknown options)",
+        f"{shown(value)} is not an option klibc nfsmount accepts (it aborts the mount on unknown options)",
         "allowed: " + " ".join(sorted(KLIBC_FLAGS)) + "; with =N: " + " ".join(sorted(KLIBC_NUMERIC)),
     )
 
@@ -255,12 +320,12 @@ _KERNEL_ARG = re.compile(r"[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,:/+@=-]*)?")
 def _kernel_arg(value: str) -> str:
     if not _KERNEL_ARG.fullmatch(value):
         raise fail(
-            f"{value!r} is not a plain kernel argument",
+            f"{shown(value)} is not a plain kernel argument",
             "one word or key=value with letters, digits and _ . , : / + @ = -; no spaces, quotes or $",
         )
     key = value.split("=", 1)[0]
     if key in RESERVED_ARGS:
-        raise fail(f"kernel argument {key!r} is generated from the spec", "remove it from cmdline")
+        raise fail(f"kernel argument {shown(key)} is generated from the spec", "remove it from cmdline")
     return value
 
 
@@ -287,7 +352,7 @@ _ARGV_WORD = re.compile(r"[A-Za-z0-9_./:=,+@%-]+")
 def _argv_word(value: str) -> str:
     if not _ARGV_WORD.fullmatch(value):
         raise fail(
-            f"{value!r} is not a plain command word",
+            f"{shown(value)} is not a plain command word",
             "one argv word per list item, from letters, digits and _ . / : = , + @ % -; it is not run by a shell",
         )
     return value
