@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""CPU of a `doit` run after a cluster.yaml edit vs LTSP's `ltsp initrd` (issue 13 item 4), A/B in one run.
+
+Both regenerate the small extra initrd a node boots with beside the distro's. Measured as the CPU time
+(user + system) of the child process and everything it runs (os.wait4's rusage), alternating A and B so
+machine load hits both alike; medians of --repeat runs. Goal: doit ≤ 1.0x ltsp initrd.
+
+- doit: a copy of the repository's cluster.yaml in a temporary directory, built once; then each run edits
+  `boot.cmdline` (which changes the boot script, hence the overlay initrd, pxelinux files, manifest and
+  generated/) and runs `doit` — the whole edit → rebuild cycle a user pays.
+- ltsp: `ltsp --tftp-dir=<temporary directory> initrd`. That applet copies /usr/share/ltsp and /etc/ltsp into
+  a mktemp directory, syntax-checks the scripts, packs them with `find | cpio` and moves ltsp.img into
+  $TFTP_DIR/ltsp/: given its own TFTP directory it writes nothing else on the host (read from
+  /usr/share/ltsp/common/initrd/*.sh).
+
+Installs nothing; without `ltsp` on PATH (Debian package ltsp) it says so and exits 0.
+
+Run: python3 benchmarks/bench_ltsp.py [--repeat 11]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CMDLINE = "  cmdline: [nfsrootdebug]"
+
+
+def cpu_of(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """User + system CPU seconds of argv and all its descendants; fails loudly if the command fails."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited with {proc.returncode}:\n{output.decode(errors='replace')}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def doit_argv() -> list[str]:
+    doit = Path(sys.executable).with_name("doit")
+    return [str(doit)] if doit.exists() else [sys.executable, "-m", "doit"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=11)
+    args = parser.parse_args()
+    ltsp = shutil.which("ltsp")
+    if ltsp is None:
+        print("skipped: `ltsp` is not installed (Debian package ltsp); nothing measured")
+        return 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NFSROOT_", "DOIT"))}
+    with tempfile.TemporaryDirectory(prefix="bench-ltsp-") as tmp:
+        work = Path(tmp)
+        spec_text = (REPO / "cluster.yaml").read_text()
+        if CMDLINE not in spec_text:
+            raise SystemExit(f"cluster.yaml no longer has the line {CMDLINE.strip()!r} this benchmark edits")
+        spec = work / "cluster.yaml"
+        spec.write_text(spec_text)
+        shutil.copytree(REPO / "schema", work / "schema")
+        base = [*doit_argv(), "-f", str(REPO / "pipeline" / "tasks.py"), "-d", str(work)]
+        doit = [*base, "--db-file", str(work / ".doit.db")]
+        cpu_of(doit, work, env)  # the first build, not measured
+        (work / "tftp").mkdir()
+        ltsp_argv = [ltsp, f"--tftp-dir={work / 'tftp'}", "initrd"]
+        cpu_of(ltsp_argv, work, env)  # warm the page cache alike
+        a: list[float] = []
+        b: list[float] = []
+        for i in range(args.repeat):
+            spec.write_text(spec_text.replace(CMDLINE, f"  cmdline: [nfsrootdebug, 'bench={i % 2}']"))
+            a.append(cpu_of(doit, work, env))
+            b.append(cpu_of(ltsp_argv, work, env))
+        noop = [cpu_of(doit, work, env) for _ in range(args.repeat)]
+    ma, mb, mn = statistics.median(a), statistics.median(b), statistics.median(noop)
+    print(f"{'run':<38} {'median CPU s':>12} {'min':>7} {'max':>7}")
+    for label, values in (("doit after a boot-script edit", a), ("ltsp initrd", b), ("no-op doit", noop)):
+        print(f"{label:<38} {statistics.median(values):>12.3f} {min(values):>7.3f} {max(values):>7.3f}")
+    print(f"doit / ltsp initrd = {ma / mb:.2f} (goal ≤ 1.0), {args.repeat} runs each; no-op doit {mn:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
