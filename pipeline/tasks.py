@@ -7,16 +7,19 @@ only when their content changes), the templates and the modules that render each
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doit.exceptions import TaskFailed
 
 from pipeline import families
-from pipeline.errors import PipelineError, SpecError
+from pipeline.errors import PipelineError, Problem, SpecError
 from pipeline.fsutil import write_if_changed
 from pipeline.runtime import tune_gc
+from pipeline.seal import intact, record_bytes, recorded_sha256, write_seal
 from pipeline.workspace import TEMPLATES, Workspace
 
 if TYPE_CHECKING:
@@ -30,7 +33,8 @@ PACKAGE = Path(__file__).resolve().parent
 WS = Workspace.from_env()
 SPEC_CODE = sorted(str(p) for p in (PACKAGE / "spec").glob("*.py"))
 SHARED_CODE = [
-    str(PACKAGE / m) for m in ("outputs.py", "families.py", "stage.py", "render/artifact.py", "render/templating.py")
+    str(PACKAGE / m)
+    for m in ("outputs.py", "families.py", "stage.py", "seal.py", "render/artifact.py", "render/templating.py")
 ]
 SCHEMA_FILE = Path("schema/cluster.schema.json")
 
@@ -62,26 +66,42 @@ def _cluster() -> Cluster:
 
 
 def _validate() -> TaskFailed | None:
-    from pipeline.spec.load import load_cluster
+    from pipeline.spec.load import parse_cluster
     from pipeline.spec.parts import split_parts
 
     try:
-        cluster, warnings = load_cluster(WS.spec_file)
+        try:
+            # Read once and seal these very bytes: doit records a file_dep's checksum when the task ends, so
+            # an edit saved during the run would otherwise pass for built (issue 12, defect 3).
+            text, source = record_bytes(WS.spec_file)
+        except OSError as exc:
+            raise SpecError([Problem(str(WS.spec_file), 0, 0, "", f"cannot read the spec: {exc.strerror}")]) from None
+        cluster, warnings = parse_cluster(text, str(WS.spec_file))
     except PipelineError as exc:
         return _failed(exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    written = []
     for part, data in split_parts(cluster, families.PARTS, families.DERIVED_PARTS).items():
         write_if_changed(WS.part_file(part), data)
+        written.append(WS.part_file(part))
+    write_seal(WS.seal("spec"), written, {str(WS.spec_file): source})
     return None
+
+
+def _intact(task: str) -> Callable[[], bool]:
+    """doit `uptodate` check: False when a file the task wrote or read differs from its seal."""
+    return lambda: intact(WS.seal(task))
 
 
 def task_spec() -> dict[str, Any]:
     """Validate cluster.yaml and split it into parts (build/spec/*.json)."""
+    # cluster.yaml itself is tracked by the seal, not by file_dep (see _validate).
     return {
         "actions": [_validate],
-        "file_dep": [str(WS.spec_file), *SPEC_CODE, str(PACKAGE / "families.py")],
+        "file_dep": [*SPEC_CODE, str(PACKAGE / "families.py"), str(PACKAGE / "seal.py")],
         "targets": [str(WS.part_file(p)) for p in (*families.PARTS, *families.DERIVED_PARTS)],
+        "uptodate": [_intact("spec")],
         "clean": True,
     }
 
@@ -123,7 +143,8 @@ def _repack(cluster: Cluster, script: Any) -> None:
     from pipeline import outputs
     from pipeline.archive.overlay import overlay_files
     from pipeline.archive.repack import repack
-    from pipeline.stage import file_sha256, stage_family
+    from pipeline.seal import file_sha256
+    from pipeline.stage import stage_family
 
     source = outputs.repack_source(cluster, WS.base)
     if not source.is_file():
@@ -131,7 +152,8 @@ def _repack(cluster: Cluster, script: Any) -> None:
     name = outputs.repack_name(cluster, source, script.data)
     path = outputs.initrd_path(cluster, name)
     out = WS.staged(path)
-    if not out.exists():  # named by its inputs: an existing file is the same build
+    # Named by its inputs: an existing file is the same build, unless it differs from what was sealed.
+    if not (out.is_file() and recorded_sha256(WS.seal("render.initrd"), out) == file_sha256(out)):
         settings = cluster.boot.repack
         out.parent.mkdir(parents=True, exist_ok=True)
         repack(
@@ -169,29 +191,33 @@ def _render_pxelinux() -> TaskFailed | None:
     return None
 
 
-def _repack_source_dep() -> list[str]:
+def _repack_source() -> Path | None:
     """For the repack method the distro initrd is an input too. Read from the last validated boot part
     (plain JSON, no pydantic: task creation must stay cheap); after a switch to repack, the run that
-    validates the new spec builds it, and later runs track the file."""
-    import json
-
+    validates the new spec builds it, and later runs track the file. Whatever build/ holds, loading the
+    tasks must not fail (a damaged part is repaired by the spec task, which runs first)."""
     try:
         boot = json.loads(WS.part_file("boot").read_bytes())
-    except (OSError, ValueError):
-        return []
-    source = boot.get("repack", {}).get("source") if boot.get("method") == "repack" else None
-    return [str((WS.base / source).resolve())] if isinstance(source, str) else []
+        source = boot["repack"]["source"] if boot.get("method") == "repack" else None
+        return (WS.base / source).resolve() if isinstance(source, str) else None
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return None
 
 
 def task_render() -> Any:
     """Render one artifact family into build/ (only when the spec parts it reads changed)."""
     for name, family in families.FAMILIES.items():
         deps = _deps(family)
+        uptodate: list[Any] = [_intact(f"render.{name}")]
         if name == "pxelinux":
             deps.append(str(WS.fragment("initrd")))
             action: Any = _render_pxelinux
         elif name == "initrd":
-            deps += _repack_source_dep()
+            source = _repack_source()
+            if source is not None and source.is_file():
+                deps.append(str(source))
+            elif source is not None:  # gone, or the spec changed: a missing file_dep would stop doit itself
+                uptodate.append(False)
             action = _render_initrd
         else:
             action = (_render_simple, [name])
@@ -201,6 +227,7 @@ def task_render() -> Any:
             "actions": [action],
             "file_dep": deps,
             "targets": [str(WS.fragment(name))],
+            "uptodate": uptodate,
             "clean": True,
         }
 
@@ -209,7 +236,7 @@ def _manifest() -> TaskFailed | None:
     from pipeline.stage import merge_manifest
 
     try:
-        merge_manifest(WS, _cluster().name, families.FAMILIES)
+        merge_manifest(WS, json.loads(WS.part_file("name").read_bytes()), families.FAMILIES)
     except PipelineError as exc:
         return _failed(exc)
     return None
@@ -221,18 +248,21 @@ def task_manifest() -> dict[str, Any]:
         "actions": [_manifest],
         "file_dep": [str(WS.fragment(f)) for f in families.FAMILIES] + [str(PACKAGE / "stage.py")],
         "targets": [str(WS.manifest)],
+        "uptodate": [_intact("manifest")],
         "clean": True,
     }
 
 
 def _publish() -> TaskFailed | None:
-    from pipeline.review import expected_generated
+    from pipeline.review import published
     from pipeline.stage import sync_tree
 
     try:
-        changed = sync_tree(WS.generated, expected_generated(_cluster(), WS.base))
+        files = published(WS)
     except PipelineError as exc:
         return _failed(exc)
+    changed = sync_tree(WS.generated, files)
+    write_seal(WS.seal("review"), [WS.generated / rel for rel in sorted(files)])
     for rel in changed:
         print(f"updated {WS.generated.name}/{rel}", file=sys.stderr)
     return None
@@ -240,10 +270,12 @@ def _publish() -> TaskFailed | None:
 
 def task_review() -> dict[str, Any]:
     """Refresh generated/, the committed copy of the text outputs that pull requests show."""
+    # Only after the manifest merged without conflict: a failing run leaves generated/ as it was.
     return {
         "actions": [_publish],
-        "file_dep": [str(WS.fragment(f)) for f in families.FAMILIES] + [str(PACKAGE / "review.py")],
-        "uptodate": [lambda: WS.generated.is_dir()],
+        "task_dep": ["manifest"],
+        "file_dep": [str(WS.manifest), *(str(WS.fragment(f)) for f in families.FAMILIES), str(PACKAGE / "review.py")],
+        "uptodate": [_intact("review")],
         "verbosity": 2,
     }
 
