@@ -37,7 +37,9 @@ def published(ws: Workspace) -> dict[str, bytes]:
                 if name.startswith("review/"):
                     files[_generated_name(name.removeprefix("review/"))] = (ws.build / name).read_bytes()
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PipelineError(f"{ws.build}: the build is incomplete or damaged ({exc}); run `doit clean` and `doit`") from None
+        raise PipelineError(
+            f"{ws.build}: the build is incomplete or damaged ({exc}); run `doit clean` and `doit`"
+        ) from None
     return files
 
 
