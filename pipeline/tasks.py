@@ -13,9 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doit.exceptions import TaskFailed
-
 from pipeline import families
+from pipeline.doit_ui import CleanTree, PipelineFailed, Reporter, failure
 from pipeline.errors import PipelineError, Problem, SpecError
 from pipeline.fsutil import write_if_changed
 from pipeline.runtime import tune_gc
@@ -25,7 +24,7 @@ from pipeline.workspace import TEMPLATES, Workspace
 if TYPE_CHECKING:
     from pipeline.spec.model import Cluster
 
-DOIT_CONFIG = {"default_tasks": ["build"], "action_string_formatting": "new"}
+DOIT_CONFIG = {"default_tasks": ["build"], "action_string_formatting": "new", "reporter": Reporter}
 
 tune_gc()
 
@@ -53,19 +52,13 @@ def _expand(root: Path, names: tuple[str, ...], pattern: str) -> list[str]:
     return files
 
 
-def _failed(exc: PipelineError) -> TaskFailed:
-    if isinstance(exc, SpecError):
-        return TaskFailed(f"{exc}\n{len(exc.problems)} problem(s) found; nothing was written")
-    return TaskFailed(str(exc))
-
-
 def _cluster() -> Cluster:
     from pipeline.spec.parts import assemble
 
     return assemble(WS.spec_dir, families.PARTS)
 
 
-def _validate() -> TaskFailed | None:
+def _validate() -> PipelineFailed | None:
     from pipeline.spec.load import parse_cluster
     from pipeline.spec.parts import split_parts
 
@@ -78,7 +71,7 @@ def _validate() -> TaskFailed | None:
             raise SpecError([Problem(str(WS.spec_file), 0, 0, "", f"cannot read the spec: {exc.strerror}")]) from None
         cluster, warnings = parse_cluster(text, str(WS.spec_file))
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     written = []
@@ -102,11 +95,10 @@ def task_spec() -> dict[str, Any]:
         "file_dep": [*SPEC_CODE, str(PACKAGE / "families.py"), str(PACKAGE / "seal.py")],
         "targets": [str(WS.part_file(p)) for p in (*families.PARTS, *families.DERIVED_PARTS)],
         "uptodate": [_intact("spec")],
-        "clean": True,
     }
 
 
-def _render_simple(family: str) -> TaskFailed | None:
+def _render_simple(family: str) -> PipelineFailed | None:
     from pipeline import outputs
     from pipeline.stage import stage_family
 
@@ -114,11 +106,11 @@ def _render_simple(family: str) -> TaskFailed | None:
         rendered = outputs.SIMPLE[family](_cluster())
         stage_family(WS, family, rendered.artifacts, rendered.reviews)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     return None
 
 
-def _render_initrd() -> TaskFailed | None:
+def _render_initrd() -> PipelineFailed | None:
     from pipeline import outputs
     from pipeline.render.artifact import Artifact, ReviewDoc
     from pipeline.stage import stage_family
@@ -135,7 +127,7 @@ def _render_initrd() -> TaskFailed | None:
         else:
             _repack(cluster, script)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     return None
 
 
@@ -178,7 +170,7 @@ def _repack(cluster: Cluster, script: Any) -> None:
     stage_family(WS, "initrd", [], [script], extra_entries=[entry], extra={"initrds": [name]})
 
 
-def _render_pxelinux() -> TaskFailed | None:
+def _render_pxelinux() -> PipelineFailed | None:
     from pipeline import outputs
     from pipeline.stage import read_fragment, stage_family
 
@@ -187,7 +179,7 @@ def _render_pxelinux() -> TaskFailed | None:
         rendered = outputs.pxelinux(_cluster(), initrds)
         stage_family(WS, "pxelinux", rendered.artifacts)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     return None
 
 
@@ -228,17 +220,16 @@ def task_render() -> Any:
             "file_dep": deps,
             "targets": [str(WS.fragment(name))],
             "uptodate": uptodate,
-            "clean": True,
         }
 
 
-def _manifest() -> TaskFailed | None:
+def _manifest() -> PipelineFailed | None:
     from pipeline.stage import merge_manifest
 
     try:
         merge_manifest(WS, json.loads(WS.part_file("name").read_bytes()), families.FAMILIES)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     return None
 
 
@@ -249,18 +240,17 @@ def task_manifest() -> dict[str, Any]:
         "file_dep": [str(WS.fragment(f)) for f in families.FAMILIES] + [str(PACKAGE / "stage.py")],
         "targets": [str(WS.manifest)],
         "uptodate": [_intact("manifest")],
-        "clean": True,
     }
 
 
-def _publish() -> TaskFailed | None:
+def _publish() -> PipelineFailed | None:
     from pipeline.review import published
     from pipeline.stage import sync_tree
 
     try:
         files = published(WS)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     changed = sync_tree(WS.generated, files)
     write_seal(WS.seal("review"), [WS.generated / rel for rel in sorted(files)])
     for rel in changed:
@@ -291,19 +281,20 @@ def task_schema() -> dict[str, Any]:
     return {"actions": [_schema], "file_dep": SPEC_CODE, "targets": [str(SCHEMA_FILE)]}
 
 
-def task_build() -> dict[str, Any]:
+def task_build() -> CleanTree:
     """Validate cluster.yaml and build everything into build/ (the default task)."""
-    return {"actions": None, "task_dep": ["spec", "render", "manifest", "review", "schema"], "clean": [_remove_build]}
+    # Staged files are not doit targets (their names depend on content), so clean removes the whole tree; the
+    # other tasks have no clean of their own (removing one task's targets would leave a half build).
+    return CleanTree(
+        WS.build,
+        name="build",
+        actions=None,
+        task_dep=["spec", "render", "manifest", "review", "schema"],
+        doc=task_build.__doc__,
+    )
 
 
-def _remove_build() -> None:
-    # Staged files are not doit targets (their names depend on content), so clean removes the whole tree.
-    import shutil
-
-    shutil.rmtree(WS.build, ignore_errors=True)
-
-
-def _check() -> TaskFailed | None:
+def _check() -> PipelineFailed | None:
     from pipeline.review import expected_generated, stale_report
     from pipeline.spec.load import load_cluster
     from pipeline.spec.schema import schema_bytes
@@ -312,11 +303,11 @@ def _check() -> TaskFailed | None:
         cluster, _ = load_cluster(WS.spec_file)
         report = stale_report(expected_generated(cluster, WS.base), WS.generated)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     if not SCHEMA_FILE.exists() or SCHEMA_FILE.read_bytes() != schema_bytes():
         report.append(f"{SCHEMA_FILE}: stale")
     if report:
-        return TaskFailed("committed outputs are stale; run `doit` and commit:\n" + "\n".join(report))
+        return PipelineFailed("committed outputs are stale; run `doit` and commit:\n" + "\n".join(report))
     print(f"{WS.generated.name}/ and {SCHEMA_FILE} are up to date", file=sys.stderr)
     return None
 
@@ -326,16 +317,17 @@ def task_check() -> dict[str, Any]:
     return {"actions": [_check], "uptodate": [False], "verbosity": 2}
 
 
-def _cli(argv: list[str], ok: tuple[int, ...] = (0,)) -> TaskFailed | None:
+def _cli(argv: list[str], ok: tuple[int, ...] = (0,)) -> PipelineFailed | None:
     from pipeline.cli import main
 
     code = main(["-f", str(WS.spec_file), *argv])
-    return None if code in ok else TaskFailed(f"nfsroot {' '.join(argv)} exited with {code}")
+    return None if code in ok else PipelineFailed(f"nfsroot {' '.join(argv)} exited with {code}")
 
 
 def task_plan() -> dict[str, Any]:
-    """Dry run: what `apply` would change in the target root (deploy.root), with reasons and diffs."""
-    # Exit code 2 only means "there are changes", which is the point of a plan, not a failure.
+    """Dry run: what `apply` would change in deploy.root, with reasons (exits 0; `nfsroot plan` exits 2 on changes)."""
+    # doit has one exit status for a task that did not succeed (1, with its failure report): a plan that found
+    # changes did its job, so under doit it succeeds; the console script is the one with a status for scripts.
     return {
         "actions": [(_cli, [["plan", "--build", str(WS.build)], (0, 2)])],
         "task_dep": ["build"],
