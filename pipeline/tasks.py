@@ -52,6 +52,13 @@ def _expand(root: Path, names: tuple[str, ...], pattern: str) -> list[str]:
     return files
 
 
+def _renders() -> None:
+    """Before an action renders: keep compiled templates under build/ (pipeline/render/templating.py)."""
+    from pipeline.render.templating import cache_compiled_templates
+
+    cache_compiled_templates(WS.build / ".jinja")
+
+
 def _cluster() -> Cluster:
     from pipeline.spec.parts import assemble
 
@@ -102,6 +109,7 @@ def _render_simple(family: str) -> PipelineFailed | None:
     from pipeline import outputs
     from pipeline.stage import stage_family
 
+    _renders()
     try:
         rendered = outputs.SIMPLE[family](_cluster())
         stage_family(WS, family, rendered.artifacts, rendered.reviews)
@@ -115,6 +123,7 @@ def _render_initrd() -> PipelineFailed | None:
     from pipeline.render.artifact import Artifact, ReviewDoc
     from pipeline.stage import stage_family
 
+    _renders()
     try:
         cluster = _cluster()
         script = ReviewDoc("initrd/" + outputs.SCRIPT_NAME, outputs.boot_script(cluster))
@@ -174,6 +183,7 @@ def _render_pxelinux() -> PipelineFailed | None:
     from pipeline import outputs
     from pipeline.stage import read_fragment, stage_family
 
+    _renders()
     try:
         initrds = read_fragment(WS, "initrd")["initrds"]
         rendered = outputs.pxelinux(_cluster(), initrds)

@@ -30,12 +30,12 @@ def _doit(workdir: Path, *tasks: str, ok: bool = True) -> tuple[set[str], str]:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under build/ and generated/ with its mode in front of its bytes; not the seals, which hold
-    inode numbers and mtimes (build state, like doit's database, not output)."""
+    """Every file under build/ and generated/ with its mode in front of its bytes; not the seals (inode
+    numbers and mtimes) nor the compiled templates (marshal output): build state and cache, not output."""
     files: dict[str, bytes] = {}
     for top in ("build", "generated"):
         for path in sorted((root / top).rglob("*")):
-            if path.is_file() and ".seals" not in path.parts:
+            if path.is_file() and not {".seals", ".jinja"} & set(path.parts):
                 files[path.relative_to(root).as_posix()] = oct(path.stat().st_mode).encode() + path.read_bytes()
     return files
 
@@ -151,3 +151,16 @@ def test_an_edit_of_the_spec_during_a_run_is_built_by_the_next_run(tmp_path: Pat
     ran, _ = _doit(work)
     assert "spec" in ran
     assert _tree(work) == _clean_build(tmp_path, edited)
+
+
+def test_a_damaged_template_cache_is_recompiled(built: Path, tmp_path: Path) -> None:
+    cached = sorted(p for p in (built / "build/.jinja").rglob("*") if p.is_file())
+    assert cached, "doit keeps compiled templates under build/.jinja"
+    from jinja2.bccache import bc_magic
+
+    for path in cached:  # a valid header, then not a pickle: jinja itself would raise out of pickle.load
+        path.write_bytes(path.read_bytes()[: len(bc_magic)] + b"\x80garbage")
+    edited = spec_text({19: "  cmdline: [nfsrootdebug, quiet]"})
+    (built / "cluster.yaml").write_text(edited)
+    _doit(built)
+    assert _tree(built) == _clean_build(tmp_path, edited)
