@@ -15,8 +15,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_if_changed
 from pipeline.render.artifact import Artifact, ReviewDoc
-from pipeline.seal import file_sha256 as file_sha256
-from pipeline.seal import write_seal
+from pipeline.seal import Record, write_seal
 from pipeline.workspace import Workspace
 
 MANIFEST_FORMAT = 1
@@ -37,7 +36,9 @@ def stage_family(
     reviews: Iterable[ReviewDoc] = (),
     extra_entries: Iterable[dict[str, Any]] = (),
     extra: dict[str, Any] | None = None,
+    inputs: Record | None = None,
 ) -> None:
+    """Stage a family's files and its fragment, and seal them with the inputs as they were read."""
     entries: list[dict[str, Any]] = list(extra_entries)
     written: list[str] = [str(e["staged"]) for e in entries if e.get("staged")]
     for artifact in artifacts:
@@ -57,7 +58,7 @@ def stage_family(
     fragment = {"family": family, "entries": sorted(entries, key=lambda e: str(e["path"])), "files": sorted(written)}
     fragment |= extra or {}
     write_if_changed(fragment_path, _dump(fragment))
-    write_seal(ws.seal(f"render.{family}"), [*(ws.build / name for name in sorted(written)), fragment_path])
+    write_seal(ws.seal(f"render.{family}"), [*(ws.build / name for name in sorted(written)), fragment_path], inputs)
 
 
 def _files_of(ws: Workspace, family: str) -> list[str]:

@@ -144,12 +144,15 @@ def _repack(cluster: Cluster, script: Any) -> None:
     from pipeline import outputs
     from pipeline.archive.overlay import overlay_files
     from pipeline.archive.repack import repack
-    from pipeline.seal import file_sha256
+    from pipeline.seal import file_sha256, record_file
     from pipeline.stage import stage_family
 
     source = outputs.repack_source(cluster, WS.base)
     if not source.is_file():
         raise PipelineError(f"boot.repack.source: {source} does not exist (the distro initrd to repack)")
+    # Sealed as found before reading it: a distro initrd replaced during the run (update-initramfs) is
+    # rebuilt by the next run, whatever checksum doit records for its file_dep when the task ends.
+    source_record = record_file(source)
     name = outputs.repack_name(cluster, source, script.data)
     path = outputs.initrd_path(cluster, name)
     out = WS.staged(path)
@@ -176,7 +179,15 @@ def _repack(cluster: Cluster, script: Any) -> None:
         "size": out.stat().st_size,
         "staged": out.relative_to(WS.build).as_posix(),
     }
-    stage_family(WS, "initrd", [], [script], extra_entries=[entry], extra={"initrds": [name]})
+    stage_family(
+        WS,
+        "initrd",
+        [],
+        [script],
+        extra_entries=[entry],
+        extra={"initrds": [name]},
+        inputs={str(source): source_record},
+    )
 
 
 def _render_pxelinux() -> PipelineFailed | None:

@@ -164,3 +164,51 @@ def test_a_damaged_template_cache_is_recompiled(built: Path, tmp_path: Path) -> 
     (built / "cluster.yaml").write_text(edited)
     _doit(built)
     assert _tree(built) == _clean_build(tmp_path, edited)
+
+
+REPLACE_DISTRO_INITRD_DURING_RUN = """
+import sys
+
+import pipeline.outputs as outputs
+from doit.doit_cmd import DoitMain
+from doit.cmd_base import DodoTaskLoader
+from tests.test_incremental import _distro_initrd
+
+name = outputs.repack_name
+
+
+def replaced_while_building(cluster, source, *args):  # update-initramfs rewrites it meanwhile
+    result = name(cluster, source, *args)
+    _distro_initrd(source, b"two")
+    return result
+
+
+outputs.repack_name = replaced_while_building
+sys.exit(DoitMain(DodoTaskLoader()).run(sys.argv[1:]))
+"""
+
+
+def test_a_distro_initrd_replaced_during_a_run_is_repacked_by_the_next_run(tmp_path: Path) -> None:
+    from tests.test_incremental import _distro_initrd
+
+    work = tmp_path / "work"
+    work.mkdir()
+    _distro_initrd(work / "distro.img", b"one")
+    repack = {18: "  initrd: initrd.img-6.1.0-21-amd64\n  method: repack\n  repack: {source: distro.img}"}
+    (work / "cluster.yaml").write_text(spec_text(repack))
+    _doit(work)  # validates the switch to repack; from now on the distro initrd is an input
+    (work / "cluster.yaml").write_text(spec_text({**repack, 19: "  cmdline: [nfsrootdebug, quiet]"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NFSROOT_")} | {"PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-c", REPLACE_DISTRO_INITRD_DURING_RUN, "-f", str(REPO / "pipeline/tasks.py")]
+    proc = subprocess.run(
+        [*argv, "-d", str(work), "--db-file", str(work / ".doit.db")], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran, _ = _doit(work)
+    assert "render:initrd" in ran, proc.stdout + proc.stderr
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    _distro_initrd(clean / "distro.img", b"two")
+    (clean / "cluster.yaml").write_text((work / "cluster.yaml").read_text())
+    _doit(clean)
+    assert _tree(work) == _tree(clean)
