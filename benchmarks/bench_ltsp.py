@@ -84,7 +84,7 @@ def main() -> int:
         (work / "tftp").mkdir()
         ltsp_argv = [ltsp, f"--tftp-dir={work / 'tftp'}", "initrd"]
         cpu_of(ltsp_argv, work, env)  # warm the page cache alike
-        runs: dict[str, list[float]] = {label: [] for label in LABELS}
+        runs: dict[str, list[float]] = {label: [] for label in (*LABELS, *FLOORS)}
         for i in range(args.repeat):
             spec.write_text(spec_text.replace(CMDLINE, f"  cmdline: [nfsrootdebug, 'bench={i % 2}']"))
             runs[LABELS[0]].append(cpu_of(doit, work, env))

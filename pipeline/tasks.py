@@ -295,11 +295,17 @@ def _schema() -> None:
     from pipeline.spec.schema import schema_bytes
 
     write_if_changed(SCHEMA_FILE, schema_bytes())
+    write_seal(WS.seal("schema"), [SCHEMA_FILE])
 
 
 def task_schema() -> dict[str, Any]:
     """Write the JSON Schema of cluster.yaml (schema/cluster.schema.json) for editors."""
-    return {"actions": [_schema], "file_dep": SPEC_CODE, "targets": [str(SCHEMA_FILE)]}
+    return {
+        "actions": [_schema],
+        "file_dep": SPEC_CODE,
+        "targets": [str(SCHEMA_FILE)],
+        "uptodate": [_intact("schema")],  # a hand-edited schema is rewritten, like any damaged output
+    }
 
 
 def task_build() -> CleanTree:

@@ -212,3 +212,12 @@ def test_a_distro_initrd_replaced_during_a_run_is_repacked_by_the_next_run(tmp_p
     (clean / "cluster.yaml").write_text((work / "cluster.yaml").read_text())
     _doit(clean)
     assert _tree(work) == _tree(clean)
+
+
+def test_a_hand_edited_schema_is_rewritten(built: Path, tmp_path: Path) -> None:
+    schema = built / "schema/cluster.schema.json"
+    fresh = schema.read_bytes()
+    schema.write_bytes(fresh.replace(b'"', b"'", 1))
+    ran, _ = _doit(built)
+    assert ran == {"schema"}
+    assert schema.read_bytes() == fresh
