@@ -3,16 +3,50 @@
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline import outputs
-from pipeline.spec.model import Cluster
+from pipeline.errors import PipelineError
+from pipeline.families import FAMILIES, SCRIPT_NAME, SCRIPT_REVIEW
+from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pipeline.spec.model import Cluster
 
 TEXT_ROLES = ("exports", "pxelinux", "hosts")
+SCRIPT_DOC = f"initrd/{SCRIPT_NAME}"  # the boot script's review copy under build/review/
+
+
+def _generated_name(doc: str) -> str:
+    return SCRIPT_REVIEW if doc == SCRIPT_DOC else f"review/{doc}"
+
+
+def published(ws: Workspace) -> dict[str, bytes]:
+    """Relative path under generated/ → content, copied from the finished build (build/manifest.json and the
+    files it stages): what `doit` commits for review, without rendering anything a second time. The same
+    mapping as expected_generated, which `doit check` uses to render it fresh."""
+    files: dict[str, bytes] = {}
+    try:
+        manifest = json.loads(ws.manifest.read_bytes())
+        for entry in manifest["entries"]:
+            if entry["kind"] == "file" and entry["role"] in TEXT_ROLES:
+                files["gateway" + entry["path"]] = (ws.build / entry["staged"]).read_bytes()
+        for family in FAMILIES:
+            for name in json.loads(ws.fragment(family).read_bytes())["files"]:
+                if name.startswith("review/"):
+                    files[_generated_name(name.removeprefix("review/"))] = (ws.build / name).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(
+            f"{ws.build}: the build is incomplete or damaged ({exc}); run `doit clean` and `doit`"
+        ) from None
+    return files
 
 
 def expected_generated(cluster: Cluster, base: Path) -> dict[str, bytes]:
     """Relative path under generated/ → content, rendered fresh from the spec."""
+    from pipeline import outputs
+
     files: dict[str, bytes] = {}
     script = outputs.boot_script(cluster)
     rendered = [outputs.SIMPLE[name](cluster) for name in ("exports", "hosts", "symlinks")]
@@ -22,8 +56,8 @@ def expected_generated(cluster: Cluster, base: Path) -> dict[str, bytes]:
             if a.kind == "file" and a.role in TEXT_ROLES:
                 files["gateway" + a.path] = a.data
         for doc in r.reviews:
-            files[f"review/{doc.name}"] = doc.data
-    files[outputs.SCRIPT_REVIEW] = script
+            files[_generated_name(doc.name)] = doc.data
+    files[_generated_name(SCRIPT_DOC)] = script
     return files
 
 

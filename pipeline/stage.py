@@ -7,7 +7,6 @@ before and no longer produces are removed, so build/ never serves a stale file.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_if_changed
 from pipeline.render.artifact import Artifact, ReviewDoc
+from pipeline.seal import Record, write_seal
 from pipeline.workspace import Workspace
 
 MANIFEST_FORMAT = 1
@@ -36,7 +36,9 @@ def stage_family(
     reviews: Iterable[ReviewDoc] = (),
     extra_entries: Iterable[dict[str, Any]] = (),
     extra: dict[str, Any] | None = None,
+    inputs: Record | None = None,
 ) -> None:
+    """Stage a family's files and its fragment, and seal them with the inputs as they were read."""
     entries: list[dict[str, Any]] = list(extra_entries)
     written: list[str] = [str(e["staged"]) for e in entries if e.get("staged")]
     for artifact in artifacts:
@@ -52,19 +54,28 @@ def stage_family(
         write_if_changed(target, doc.data)
         written.append(_relative(ws, target))
     fragment_path = ws.fragment(family)
-    _remove_stale(ws, fragment_path, set(written))
+    _remove_stale(ws, family, set(written))
     fragment = {"family": family, "entries": sorted(entries, key=lambda e: str(e["path"])), "files": sorted(written)}
     fragment |= extra or {}
     write_if_changed(fragment_path, _dump(fragment))
+    write_seal(ws.seal(f"render.{family}"), [*(ws.build / name for name in sorted(written)), fragment_path], inputs)
 
 
-def _remove_stale(ws: Workspace, fragment_path: Path, keep: set[str]) -> None:
+def _files_of(ws: Workspace, family: str) -> list[str]:
     try:
-        old = json.loads(fragment_path.read_bytes())
-    except (FileNotFoundError, ValueError):
-        return
-    for name in old.get("files", []):
-        if name not in keep and ".." not in Path(name).parts:
+        files = json.loads(ws.fragment(family).read_bytes()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(name) for name in files] if isinstance(files, list) else []
+
+
+def _remove_stale(ws: Workspace, family: str, keep: set[str]) -> None:
+    """Remove what this family staged before and no longer produces, unless another family now stages it
+    (two families may swap an output path; the one that runs second must not delete the other's file)."""
+    others = [p.stem for p in ws.parts.glob("*.json") if p.stem != family]
+    claimed = {name for other in others for name in _files_of(ws, other)}
+    for name in _files_of(ws, family):
+        if name not in keep and name not in claimed and ".." not in Path(name).parts:
             with contextlib.suppress(FileNotFoundError):
                 (ws.build / name).unlink()
 
@@ -96,14 +107,7 @@ def merge_manifest(ws: Workspace, cluster_name: str, families: Iterable[str]) ->
         "entries": [merged[path][1] for path in sorted(merged)],
     }
     write_if_changed(ws.manifest, _dump(manifest))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    write_seal(ws.seal("manifest"), [ws.manifest])
 
 
 def sync_tree(root: Path, files: dict[str, bytes]) -> list[str]:

@@ -7,22 +7,24 @@ only when their content changes), the templates and the modules that render each
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doit.exceptions import TaskFailed
-
 from pipeline import families
-from pipeline.errors import PipelineError, SpecError
+from pipeline.doit_ui import CleanTree, PipelineFailed, Reporter, failure
+from pipeline.errors import PipelineError, Problem, SpecError
 from pipeline.fsutil import write_if_changed
 from pipeline.runtime import tune_gc
+from pipeline.seal import intact, record_bytes, recorded_sha256, write_seal
 from pipeline.workspace import TEMPLATES, Workspace
 
 if TYPE_CHECKING:
     from pipeline.spec.model import Cluster
 
-DOIT_CONFIG = {"default_tasks": ["build"], "action_string_formatting": "new"}
+DOIT_CONFIG = {"default_tasks": ["build"], "action_string_formatting": "new", "reporter": Reporter}
 
 tune_gc()
 
@@ -30,7 +32,8 @@ PACKAGE = Path(__file__).resolve().parent
 WS = Workspace.from_env()
 SPEC_CODE = sorted(str(p) for p in (PACKAGE / "spec").glob("*.py"))
 SHARED_CODE = [
-    str(PACKAGE / m) for m in ("outputs.py", "families.py", "stage.py", "render/artifact.py", "render/templating.py")
+    str(PACKAGE / m)
+    for m in ("outputs.py", "families.py", "stage.py", "seal.py", "render/artifact.py", "render/templating.py")
 ]
 SCHEMA_FILE = Path("schema/cluster.schema.json")
 
@@ -49,10 +52,11 @@ def _expand(root: Path, names: tuple[str, ...], pattern: str) -> list[str]:
     return files
 
 
-def _failed(exc: PipelineError) -> TaskFailed:
-    if isinstance(exc, SpecError):
-        return TaskFailed(f"{exc}\n{len(exc.problems)} problem(s) found; nothing was written")
-    return TaskFailed(str(exc))
+def _renders() -> None:
+    """Before an action renders: keep compiled templates under build/ (pipeline/render/templating.py)."""
+    from pipeline.render.templating import cache_compiled_templates
+
+    cache_compiled_templates(WS.build / ".jinja")
 
 
 def _cluster() -> Cluster:
@@ -61,48 +65,65 @@ def _cluster() -> Cluster:
     return assemble(WS.spec_dir, families.PARTS)
 
 
-def _validate() -> TaskFailed | None:
-    from pipeline.spec.load import load_cluster
+def _validate() -> PipelineFailed | None:
+    from pipeline.spec.load import parse_cluster
     from pipeline.spec.parts import split_parts
 
     try:
-        cluster, warnings = load_cluster(WS.spec_file)
+        try:
+            # Read once and seal these very bytes: doit records a file_dep's checksum when the task ends, so
+            # an edit saved during the run would otherwise pass for built (issue 12, defect 3).
+            text, source = record_bytes(WS.spec_file)
+        except OSError as exc:
+            raise SpecError([Problem(str(WS.spec_file), 0, 0, "", f"cannot read the spec: {exc.strerror}")]) from None
+        cluster, warnings = parse_cluster(text, str(WS.spec_file))
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    written = []
     for part, data in split_parts(cluster, families.PARTS, families.DERIVED_PARTS).items():
         write_if_changed(WS.part_file(part), data)
+        written.append(WS.part_file(part))
+    write_seal(WS.seal("spec"), written, {str(WS.spec_file): source})
     return None
+
+
+def _intact(task: str) -> Callable[[], bool]:
+    """doit `uptodate` check: False when a file the task wrote or read differs from its seal."""
+    return lambda: intact(WS.seal(task))
 
 
 def task_spec() -> dict[str, Any]:
     """Validate cluster.yaml and split it into parts (build/spec/*.json)."""
+    # cluster.yaml itself is tracked by the seal, not by file_dep (see _validate).
     return {
         "actions": [_validate],
-        "file_dep": [str(WS.spec_file), *SPEC_CODE, str(PACKAGE / "families.py")],
+        "file_dep": [*SPEC_CODE, str(PACKAGE / "families.py"), str(PACKAGE / "seal.py")],
         "targets": [str(WS.part_file(p)) for p in (*families.PARTS, *families.DERIVED_PARTS)],
-        "clean": True,
+        "uptodate": [_intact("spec")],
     }
 
 
-def _render_simple(family: str) -> TaskFailed | None:
+def _render_simple(family: str) -> PipelineFailed | None:
     from pipeline import outputs
     from pipeline.stage import stage_family
 
+    _renders()
     try:
         rendered = outputs.SIMPLE[family](_cluster())
         stage_family(WS, family, rendered.artifacts, rendered.reviews)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     return None
 
 
-def _render_initrd() -> TaskFailed | None:
+def _render_initrd() -> PipelineFailed | None:
     from pipeline import outputs
     from pipeline.render.artifact import Artifact, ReviewDoc
     from pipeline.stage import stage_family
 
+    _renders()
     try:
         cluster = _cluster()
         script = ReviewDoc("initrd/" + outputs.SCRIPT_NAME, outputs.boot_script(cluster))
@@ -115,7 +136,7 @@ def _render_initrd() -> TaskFailed | None:
         else:
             _repack(cluster, script)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     return None
 
 
@@ -123,15 +144,20 @@ def _repack(cluster: Cluster, script: Any) -> None:
     from pipeline import outputs
     from pipeline.archive.overlay import overlay_files
     from pipeline.archive.repack import repack
-    from pipeline.stage import file_sha256, stage_family
+    from pipeline.seal import file_sha256, record_file
+    from pipeline.stage import stage_family
 
     source = outputs.repack_source(cluster, WS.base)
     if not source.is_file():
         raise PipelineError(f"boot.repack.source: {source} does not exist (the distro initrd to repack)")
+    # Sealed as found before reading it: a distro initrd replaced during the run (update-initramfs) is
+    # rebuilt by the next run, whatever checksum doit records for its file_dep when the task ends.
+    source_record = record_file(source)
     name = outputs.repack_name(cluster, source, script.data)
     path = outputs.initrd_path(cluster, name)
     out = WS.staged(path)
-    if not out.exists():  # named by its inputs: an existing file is the same build
+    # Named by its inputs: an existing file is the same build, unless it differs from what was sealed.
+    if not (out.is_file() and recorded_sha256(WS.seal("render.initrd"), out) == file_sha256(out)):
         settings = cluster.boot.repack
         out.parent.mkdir(parents=True, exist_ok=True)
         repack(
@@ -153,45 +179,58 @@ def _repack(cluster: Cluster, script: Any) -> None:
         "size": out.stat().st_size,
         "staged": out.relative_to(WS.build).as_posix(),
     }
-    stage_family(WS, "initrd", [], [script], extra_entries=[entry], extra={"initrds": [name]})
+    stage_family(
+        WS,
+        "initrd",
+        [],
+        [script],
+        extra_entries=[entry],
+        extra={"initrds": [name]},
+        inputs={str(source): source_record},
+    )
 
 
-def _render_pxelinux() -> TaskFailed | None:
+def _render_pxelinux() -> PipelineFailed | None:
     from pipeline import outputs
     from pipeline.stage import read_fragment, stage_family
 
+    _renders()
     try:
         initrds = read_fragment(WS, "initrd")["initrds"]
         rendered = outputs.pxelinux(_cluster(), initrds)
         stage_family(WS, "pxelinux", rendered.artifacts)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     return None
 
 
-def _repack_source_dep() -> list[str]:
+def _repack_source() -> Path | None:
     """For the repack method the distro initrd is an input too. Read from the last validated boot part
     (plain JSON, no pydantic: task creation must stay cheap); after a switch to repack, the run that
-    validates the new spec builds it, and later runs track the file."""
-    import json
-
+    validates the new spec builds it, and later runs track the file. Whatever build/ holds, loading the
+    tasks must not fail (a damaged part is repaired by the spec task, which runs first)."""
     try:
         boot = json.loads(WS.part_file("boot").read_bytes())
-    except (OSError, ValueError):
-        return []
-    source = boot.get("repack", {}).get("source") if boot.get("method") == "repack" else None
-    return [str((WS.base / source).resolve())] if isinstance(source, str) else []
+        source = boot["repack"]["source"] if boot.get("method") == "repack" else None
+        return (WS.base / source).resolve() if isinstance(source, str) else None
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return None
 
 
 def task_render() -> Any:
     """Render one artifact family into build/ (only when the spec parts it reads changed)."""
     for name, family in families.FAMILIES.items():
         deps = _deps(family)
+        uptodate: list[Any] = [_intact(f"render.{name}")]
         if name == "pxelinux":
             deps.append(str(WS.fragment("initrd")))
             action: Any = _render_pxelinux
         elif name == "initrd":
-            deps += _repack_source_dep()
+            source = _repack_source()
+            if source is not None and source.is_file():
+                deps.append(str(source))
+            elif source is not None:  # gone, or the spec changed: a missing file_dep would stop doit itself
+                uptodate.append(False)
             action = _render_initrd
         else:
             action = (_render_simple, [name])
@@ -201,17 +240,17 @@ def task_render() -> Any:
             "actions": [action],
             "file_dep": deps,
             "targets": [str(WS.fragment(name))],
-            "clean": True,
+            "uptodate": uptodate,
         }
 
 
-def _manifest() -> TaskFailed | None:
+def _manifest() -> PipelineFailed | None:
     from pipeline.stage import merge_manifest
 
     try:
-        merge_manifest(WS, _cluster().name, families.FAMILIES)
+        merge_manifest(WS, json.loads(WS.part_file("name").read_bytes()), families.FAMILIES)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     return None
 
 
@@ -221,18 +260,20 @@ def task_manifest() -> dict[str, Any]:
         "actions": [_manifest],
         "file_dep": [str(WS.fragment(f)) for f in families.FAMILIES] + [str(PACKAGE / "stage.py")],
         "targets": [str(WS.manifest)],
-        "clean": True,
+        "uptodate": [_intact("manifest")],
     }
 
 
-def _publish() -> TaskFailed | None:
-    from pipeline.review import expected_generated
+def _publish() -> PipelineFailed | None:
+    from pipeline.review import published
     from pipeline.stage import sync_tree
 
     try:
-        changed = sync_tree(WS.generated, expected_generated(_cluster(), WS.base))
+        files = published(WS)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
+    changed = sync_tree(WS.generated, files)
+    write_seal(WS.seal("review"), [WS.generated / rel for rel in sorted(files)])
     for rel in changed:
         print(f"updated {WS.generated.name}/{rel}", file=sys.stderr)
     return None
@@ -240,10 +281,12 @@ def _publish() -> TaskFailed | None:
 
 def task_review() -> dict[str, Any]:
     """Refresh generated/, the committed copy of the text outputs that pull requests show."""
+    # Only after the manifest merged without conflict: a failing run leaves generated/ as it was.
     return {
         "actions": [_publish],
-        "file_dep": [str(WS.fragment(f)) for f in families.FAMILIES] + [str(PACKAGE / "review.py")],
-        "uptodate": [lambda: WS.generated.is_dir()],
+        "task_dep": ["manifest"],
+        "file_dep": [str(WS.manifest), *(str(WS.fragment(f)) for f in families.FAMILIES), str(PACKAGE / "review.py")],
+        "uptodate": [_intact("review")],
         "verbosity": 2,
     }
 
@@ -252,26 +295,33 @@ def _schema() -> None:
     from pipeline.spec.schema import schema_bytes
 
     write_if_changed(SCHEMA_FILE, schema_bytes())
+    write_seal(WS.seal("schema"), [SCHEMA_FILE])
 
 
 def task_schema() -> dict[str, Any]:
     """Write the JSON Schema of cluster.yaml (schema/cluster.schema.json) for editors."""
-    return {"actions": [_schema], "file_dep": SPEC_CODE, "targets": [str(SCHEMA_FILE)]}
+    return {
+        "actions": [_schema],
+        "file_dep": SPEC_CODE,
+        "targets": [str(SCHEMA_FILE)],
+        "uptodate": [_intact("schema")],  # a hand-edited schema is rewritten, like any damaged output
+    }
 
 
-def task_build() -> dict[str, Any]:
+def task_build() -> CleanTree:
     """Validate cluster.yaml and build everything into build/ (the default task)."""
-    return {"actions": None, "task_dep": ["spec", "render", "manifest", "review", "schema"], "clean": [_remove_build]}
+    # Staged files are not doit targets (their names depend on content), so clean removes the whole tree; the
+    # other tasks have no clean of their own (removing one task's targets would leave a half build).
+    return CleanTree(
+        WS.build,
+        name="build",
+        actions=None,
+        task_dep=["spec", "render", "manifest", "review", "schema"],
+        doc=task_build.__doc__,
+    )
 
 
-def _remove_build() -> None:
-    # Staged files are not doit targets (their names depend on content), so clean removes the whole tree.
-    import shutil
-
-    shutil.rmtree(WS.build, ignore_errors=True)
-
-
-def _check() -> TaskFailed | None:
+def _check() -> PipelineFailed | None:
     from pipeline.review import expected_generated, stale_report
     from pipeline.spec.load import load_cluster
     from pipeline.spec.schema import schema_bytes
@@ -280,11 +330,11 @@ def _check() -> TaskFailed | None:
         cluster, _ = load_cluster(WS.spec_file)
         report = stale_report(expected_generated(cluster, WS.base), WS.generated)
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     if not SCHEMA_FILE.exists() or SCHEMA_FILE.read_bytes() != schema_bytes():
         report.append(f"{SCHEMA_FILE}: stale")
     if report:
-        return TaskFailed("committed outputs are stale; run `doit` and commit:\n" + "\n".join(report))
+        return PipelineFailed("committed outputs are stale; run `doit` and commit:\n" + "\n".join(report))
     print(f"{WS.generated.name}/ and {SCHEMA_FILE} are up to date", file=sys.stderr)
     return None
 
@@ -294,16 +344,17 @@ def task_check() -> dict[str, Any]:
     return {"actions": [_check], "uptodate": [False], "verbosity": 2}
 
 
-def _cli(argv: list[str], ok: tuple[int, ...] = (0,)) -> TaskFailed | None:
+def _cli(argv: list[str], ok: tuple[int, ...] = (0,)) -> PipelineFailed | None:
     from pipeline.cli import main
 
     code = main(["-f", str(WS.spec_file), *argv])
-    return None if code in ok else TaskFailed(f"nfsroot {' '.join(argv)} exited with {code}")
+    return None if code in ok else PipelineFailed(f"nfsroot {' '.join(argv)} exited with {code}")
 
 
 def task_plan() -> dict[str, Any]:
-    """Dry run: what `apply` would change in the target root (deploy.root), with reasons and diffs."""
-    # Exit code 2 only means "there are changes", which is the point of a plan, not a failure.
+    """Dry run: what `apply` would change in deploy.root, with reasons (exits 0; `nfsroot plan` exits 2 on changes)."""
+    # doit has one exit status for a task that did not succeed (1, with its failure report): a plan that found
+    # changes did its job, so under doit it succeeds; the console script is the one with a status for scripts.
     return {
         "actions": [(_cli, [["plan", "--build", str(WS.build)], (0, 2)])],
         "task_dep": ["build"],

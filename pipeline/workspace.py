@@ -51,6 +51,10 @@ class Workspace:
     def manifest(self) -> Path:
         return self.build / "manifest.json"
 
+    def seal(self, task: str) -> Path:
+        """What a task wrote and read, with checksums (pipeline/seal.py): lets `doit` see a damaged build/."""
+        return self.build / ".seals" / f"{task}.json"
+
     def part_file(self, part: str) -> Path:
         return self.spec_dir / f"{part}.json"
 

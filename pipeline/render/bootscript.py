@@ -16,7 +16,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import Problem, SpecError
-from pipeline.render.templating import TEMPLATES
+from pipeline.render.templating import TEMPLATES, compiled_templates
 from pipeline.spec.model import SKELETON_DIR, Cluster, Writable
 from pipeline.spec.types import MAC_PLACEHOLDER
 
@@ -211,6 +211,7 @@ def _environment(template_dir: Path) -> SandboxedEnvironment:
     # Not templating.environment(): this one also needs finalize and other comment delimiters.
     env = SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(template_dir),
+        bytecode_cache=compiled_templates("bootscript"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # a shell script, not HTML: quoting is the sh filter's job
         trim_blocks=True,
