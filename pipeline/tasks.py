@@ -111,7 +111,9 @@ def _render_initrd() -> TaskFailed | None:
             image = Artifact(
                 outputs.initrd_path(cluster, name), "file", "initrd", ("boot", "writable", "symlinks"), data
             )
-            stage_family(WS, "initrd", [image], [script], extra={"initrds": [cluster.boot.initrd, name]})
+            stage_family(
+                WS, "initrd", [image], [script], extra={"initrds": [outputs.distro_initrd_name(cluster), name]}
+            )
         else:
             _repack(cluster, script)
     except PipelineError as exc:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from pipeline.spec.kernel import KernelChoice
 from pipeline.spec.types import (
     MAC,
     SYSAPPEND_BITS,
@@ -98,10 +99,12 @@ class Repack(_Part):
 
 
 class Boot(_Part):
-    """What the nodes boot: kernel and initrd names in the TFTP root, and the kernel command line."""
+    """What the nodes boot: which of the root's kernels, how our files join its initrd, the kernel command line."""
 
-    kernel: RelPath = Field(description="Kernel file, relative to the TFTP root.")
-    initrd: RelPath = Field(description="The distro initrd, relative to the TFTP root.")
+    kernel: KernelChoice = Field(
+        description="Kernel version in the root's /boot (vmlinuz-<version>, initrd.img-<version>, "
+        "/lib/modules/<version>), or 'newest'; resolved against the target root at plan time."
+    )
     method: Literal["overlay", "repack"] = Field(
         "overlay", description="overlay: serve our files as a second initrd; repack: rewrite the distro initrd."
     )

@@ -269,12 +269,30 @@ def _lstat(dirfd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _content(c: Change, build: TargetRoot | None) -> bytes | None:
+def _read_confined(where: TargetRoot, path: str, missing: str) -> bytes:
+    with where.parent(path) as found:
+        if found is None:
+            raise StalePlanError(missing)
+        try:
+            fd = os.open(found[1], _READ, dir_fd=found[0])
+        except FileNotFoundError:
+            raise StalePlanError(missing) from None
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise StalePlanError(f"{path} is no longer a regular file; plan again")
+            return handle.read()
+
+
+def _content(c: Change, build: TargetRoot | None, root: TargetRoot) -> bytes | None:
     """The new bytes of a file change, checked against the plan's hash before anything is written."""
     if c.kind != "file" or c.op in ("chmod", "remove"):
         return None
     if c.content is not None:
         data = c.content.encode()
+    elif c.copy_from is not None:
+        data = _read_confined(root, c.copy_from, f"{c.path}: {c.copy_from} is gone from the target; plan again")
+        if hashlib.sha256(data).hexdigest() != c.sha256:
+            raise StalePlanError(f"{c.path}: {c.copy_from} changed in the target since the plan was made; plan again")
     else:
         if build is None or c.staged is None:
             raise PipelineError(f"{c.path}: the plan names no content for this file")
@@ -315,7 +333,7 @@ def apply_plan(
         _lock(root)
         if opts.verify:
             verify_plan(plan, root)
-        payloads = [_content(c, build) for c in plan.changes]  # fail before the first write, not halfway
+        payloads = [_content(c, build, root) for c in plan.changes]  # fail before the first write, not halfway
         writer = _Writer(root, opts)
         journal_written = not plan.journal
         final = [c for c in plan.changes if c.path == STATE_PATH]
@@ -333,7 +351,7 @@ def apply_plan(
             run(list(opts.reload_argv))
             reloaded = True
         for change in final:
-            writer.execute(change, _content(change, build))
+            writer.execute(change, _content(change, build, root))
     return ApplyResult(plan.changes, writer.backup_dir, reloaded)
 
 

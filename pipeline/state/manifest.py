@@ -82,11 +82,27 @@ class _Entry(BaseModel):
 
 
 class FileEntry(_Entry):
+    """A file with known bytes: staged in build/, or (`source`, made by plan from a RootFileEntry) a file of the
+    target root that apply copies, checked against `sha256`."""
+
     kind: Literal["file"]
     mode: Mode
     sha256: Sha256
     size: int = Field(ge=0)
-    staged: Annotated[str, AfterValidator(_check_staged)]
+    staged: Annotated[str, AfterValidator(_check_staged)] | None = None
+    source: GatewayPath | None = None
+
+
+class RootFileEntry(_Entry):
+    """A file of the target root chosen by version (`<source_dir>/<prefix><version>`, version or "newest"),
+    whose bytes only plan can see; pipeline/state/bootfiles.py turns it into a FileEntry with a `source`."""
+
+    kind: Literal["rootfile"]
+    mode: Mode
+    source_dir: GatewayPath
+    prefix: Word
+    version: Word
+    modules_dir: GatewayPath
 
 
 class SymlinkEntry(_Entry):
@@ -100,7 +116,7 @@ class DirEntry(_Entry):
     mode: Mode
 
 
-Entry = Annotated[FileEntry | SymlinkEntry | DirEntry, Field(discriminator="kind")]
+Entry = Annotated[FileEntry | SymlinkEntry | DirEntry | RootFileEntry, Field(discriminator="kind")]
 
 
 class Manifest(BaseModel):
@@ -121,9 +137,12 @@ class Desired:
     manifest: Manifest
     build_dir: Path
     texts: dict[str, str]  # gateway path -> staged text, for text files up to TEXT_LIMIT
+    # Files whose bytes are `texts[path]` as the plan rewrote them (pxelinux configs naming resolved boot
+    # files), not the staged file: apply writes them from the plan's content.
+    rewritten: frozenset[str] = frozenset()
 
     @property
-    def entries(self) -> tuple[FileEntry | SymlinkEntry | DirEntry, ...]:
+    def entries(self) -> tuple[FileEntry | SymlinkEntry | DirEntry | RootFileEntry, ...]:
         return self.manifest.entries
 
 
@@ -155,10 +174,13 @@ def parse_manifest(data: bytes, source: str = "manifest.json") -> Manifest:
         lines = []
         for err in exc.errors():
             # The discriminated union adds the kind name to the location; keep only data keys.
-            loc = ".".join(str(p) for p in err["loc"] if p not in ("file", "symlink", "dir"))
+            loc = ".".join(str(p) for p in err["loc"] if p not in ("file", "symlink", "dir", "rootfile"))
             lines.append(f"{source}: {loc}: {err['msg']}")
         raise ManifestError("\n".join(lines)) from None
     problems = _consistency(manifest)
+    for i, entry in enumerate(manifest.entries):
+        if isinstance(entry, FileEntry) and (entry.staged is None) == (entry.source is None):
+            problems.append(f"entries.{i}: {entry.path}: a file needs exactly one of staged and source")
     if problems:
         raise ManifestError("\n".join(f"{source}: {p}" for p in problems))
     return manifest
@@ -166,6 +188,8 @@ def parse_manifest(data: bytes, source: str = "manifest.json") -> Manifest:
 
 def read_staged(build: TargetRoot, entry: FileEntry) -> bytes:
     """The staged bytes of a file entry, confined to build/ and checked against the manifest's hash."""
+    if entry.staged is None:
+        raise ManifestError(f"{entry.path}: not a staged file")
     where = f"staged file {entry.staged} (for {entry.path})"
     with build.parent("/" + entry.staged) as found:
         if found is None:
@@ -210,7 +234,7 @@ def load_desired(build_dir: Path) -> Desired:
     texts: dict[str, str] = {}
     with TargetRoot(build_dir) as build:
         for entry in manifest.entries:
-            if isinstance(entry, FileEntry):
+            if isinstance(entry, FileEntry) and entry.staged is not None:
                 text = as_text(read_staged(build, entry))
                 if text is not None:
                     texts[entry.path] = text
