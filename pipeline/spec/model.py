@@ -149,7 +149,7 @@ class Deploy(_Part):
     reload: tuple[ArgvWord, ...] = Field(
         ("exportfs", "-ra"), description="Run after the exports changed; [] to disable."
     )
-    keep_initrds: StrictInt = Field(3, ge=1, le=100, description="Previous initrds kept for rollback.")
+    keep_initrds: StrictInt = Field(3, ge=1, le=100, description="Previous boot generations (kernel and initrds) kept for rollback.")
     capabilities: Literal["setuid", "ping_group_range", "none"] = Field(
         "ping_group_range", description="Remedy for file capabilities NFS cannot carry (ping's cap_net_raw)."
     )
