@@ -12,7 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 # The top-level parts of the spec as the build splits them (nodes in two: the pattern and the list).
-PARTS = ("name", "gateway", "shares", "root", "writable", "symlinks", "boot", "nodes.hostname", "nodes.known", "deploy")
+PARTS = (
+    "name",
+    "gateway",
+    "shares",
+    "root",
+    "writable",
+    "symlinks",
+    "boot",
+    "nodes.hostname",
+    "nodes.known",
+    "deploy",
+    "rootfs",
+)
 
 
 def _share_paths(data: dict[str, Any]) -> Any:

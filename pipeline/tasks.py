@@ -329,6 +329,27 @@ def task_audit() -> dict[str, Any]:
     return {"actions": [(_cli, [["audit"]])], "uptodate": [False], "verbosity": 2}
 
 
+def _rootfs() -> TaskFailed | None:
+    from pipeline.rootbuild.build import build_root
+
+    try:
+        cluster = _cluster()
+        if cluster.rootfs is None:
+            print("no rootfs section in the spec: the root is adopted, not built", file=sys.stderr)
+            return None
+        tarball, built = build_root(cluster.rootfs, WS.build / "rootfs")
+    except PipelineError as exc:
+        return _failed(exc)
+    print(f"{'built' if built else 'cached'}: {tarball}", file=sys.stderr)
+    return None
+
+
+def task_rootfs() -> dict[str, Any]:
+    """Build the root from the spec's rootfs section with mmdebstrap (cached by its inputs; root, minutes)."""
+    code = _expand(PACKAGE, ("rootbuild", "spec/rootfs.py"), "*.py")
+    return {"actions": [_rootfs], "file_dep": [str(WS.part_file("rootfs")), *code], "verbosity": 2}
+
+
 def task_boottest() -> dict[str, Any]:
     """PXE-boot the build in QEMU against a loopback NFS server and check each node (slow; needs root)."""
     return {

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from pipeline.spec.kernel import KernelChoice
+from pipeline.spec.rootfs import RootBuild
 from pipeline.spec.types import (
     MAC,
     SYSAPPEND_BITS,
@@ -149,7 +150,9 @@ class Deploy(_Part):
     reload: tuple[ArgvWord, ...] = Field(
         ("exportfs", "-ra"), description="Run after the exports changed; [] to disable."
     )
-    keep_initrds: StrictInt = Field(3, ge=1, le=100, description="Previous boot generations (kernel and initrds) kept for rollback.")
+    keep_initrds: StrictInt = Field(
+        3, ge=1, le=100, description="Previous boot generations (kernel and initrds) kept for rollback."
+    )
     capabilities: Literal["setuid", "ping_group_range", "none"] = Field(
         "ping_group_range", description="Remedy for file capabilities NFS cannot carry (ping's cap_net_raw)."
     )
@@ -169,6 +172,7 @@ class Cluster(_Part):
     boot: Boot
     nodes: Nodes = Nodes()
     deploy: Deploy = Deploy()
+    rootfs: RootBuild | None = Field(None, description="Build the root with mmdebstrap; absent: adopt it.")
 
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> Cluster:
