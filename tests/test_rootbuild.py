@@ -178,3 +178,14 @@ def test_mmdebstrap_builds_a_small_root_with_users_and_packages(tmp_path: Path) 
     assert "user:x:1000:1000::/home/user:/bin/bash" in passwd.splitlines()
     assert "Package: iputils-ping" in status
     assert build_root(build, tmp_path / "rootfs") == (tarball, False)  # cached by its inputs
+
+
+def test_the_example_builds_its_root_and_the_shipped_spec_adopts_its_own() -> None:
+    from pipeline.spec.load import load_cluster
+
+    repo = Path(__file__).resolve().parents[1]
+    example, _ = load_cluster(repo / "examples/built-root.yaml")
+    assert example.rootfs is not None and example.boot.kernel == "newest"
+    assert {"linux-image-amd64", "systemd", "openssh-server"} <= set(example.rootfs.packages)
+    assert [u.name for u in example.rootfs.users] == ["user"]
+    assert load_cluster(repo / "cluster.yaml")[0].rootfs is None
