@@ -189,3 +189,49 @@ def test_the_example_builds_its_root_and_the_shipped_spec_adopts_its_own() -> No
     assert {"linux-image-amd64", "systemd", "openssh-server"} <= set(example.rootfs.packages)
     assert [u.name for u in example.rootfs.users] == ["user"]
     assert load_cluster(repo / "cluster.yaml")[0].rootfs is None
+
+
+def _root_tarball(tmp_path: Path, name: str, hostname: str) -> Path:
+    """A root as mmdebstrap leaves it: its own /etc/hostname and hosts, a kernel with its modules."""
+    tree = tmp_path / f"root-{name}"
+    for d in ("etc", "var/local", "home", "boot", "lib/modules/6.1.0-21-amd64"):
+        (tree / d).mkdir(parents=True)
+    (tree / "etc/hostname").write_text(hostname)
+    (tree / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    (tree / "boot/vmlinuz-6.1.0-21-amd64").write_bytes(b"kernel")
+    (tree / "boot/initrd.img-6.1.0-21-amd64").write_bytes(b"initrd")
+    out = tmp_path / f"{name}.tar"
+    with tarfile.open(out, "w") as tar:
+        tar.add(tree, arcname=".")
+    return out
+
+
+def test_a_new_generation_is_prepared_before_it_goes_live(tmp_path: Path) -> None:
+    from pipeline.rootbuild.prepare import prepare_generation
+    from pipeline.state.apply import ApplyOptions, apply_plan
+    from pipeline.state.deploy import plan_target
+    from tests.test_bootfiles import _build
+
+    work = _build(tmp_path, "6.1.0-21-amd64")
+    build, target = work / "build", tmp_path / "gw"
+    target.mkdir()
+
+    def prepare(generation: str) -> None:
+        live = os.readlink(target / "clients") if os.path.lexists(target / "clients") else None
+        assert live != generation.removeprefix("/"), "prepared before it goes live"
+        assert prepare_generation(build, target, "/clients", generation) > 0
+
+    install_generation(target, "/clients", _root_tarball(tmp_path, "a", "debian\n"), "aaaa", 1, prepare)
+    gen = target / "clients.generations/aaaa"
+    assert os.readlink(gen / "etc/hostname") == "/var/local/hostname"
+    assert (gen / "usr/lib/nfsroot/skel/etc/hostname").read_text() == "debian\n"  # the node skeleton
+    plan = plan_target(build, target)
+    assert not [c for c in plan.changes if c.path.startswith("/clients/")], "already right in the generation"
+    apply_plan(plan, target, build, ApplyOptions(None))
+    assert plan_target(build, target).changes == ()
+
+    link = os.stat(gen / "etc/hostname", follow_symlinks=False)
+    install_generation(target, "/clients", _root_tarball(tmp_path, "b", "other\n"), "bbbb", 1, prepare)
+    assert os.stat(gen / "etc/hostname", follow_symlinks=False) == link  # the live one was never touched
+    assert (target / "clients/usr/lib/nfsroot/skel/etc/hostname").read_text() == "other\n"
+    assert plan_target(build, target).changes == ()  # the switch left nothing for apply to do

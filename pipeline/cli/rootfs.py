@@ -9,6 +9,7 @@ from pipeline.cli import EXIT_OK
 from pipeline.errors import PipelineError
 from pipeline.rootbuild.build import build_root
 from pipeline.rootbuild.generations import generations_dir, install_generation, rollback_generation
+from pipeline.rootbuild.prepare import prepare_generation
 from pipeline.spec.load import load_cluster
 from pipeline.spec.model import Cluster
 
@@ -35,10 +36,19 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_install(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     assert cluster.rootfs is not None
+    if not (Path(args.build) / "manifest.json").is_file():  # needed before the switch: fail before building
+        raise PipelineError(f"{args.build}/manifest.json does not exist: run `doit` first")
     tarball, _ = build_root(cluster.rootfs, Path(args.build) / "rootfs")
     key = tarball.name.removeprefix("rootfs-").removesuffix(".tar")
     share = cluster.root_share.path
-    switch = install_generation(_target(args, cluster), share, tarball, key, cluster.deploy.keep_initrds)
+    target = _target(args, cluster)
+    build = Path(args.build)
+
+    def prepare(generation: str) -> None:  # the manifest's entries for the root, in the new generation first
+        changed = prepare_generation(build, target, share, generation, cluster.deploy.capabilities)
+        print(f"{generation}: {changed} changes from the build applied before the switch")
+
+    switch = install_generation(target, share, tarball, key, cluster.deploy.keep_initrds, prepare)
     print(f"{share} -> {generations_dir(share)}/{switch.current} (was {switch.previous or 'nothing'})")
     print("Reload the exports (deploy.reload) so new boots use it; running nodes stay on theirs until rebooted.")
     return EXIT_OK

@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +103,17 @@ def _point(target: Path, share_path: str, key: str) -> str | None:
     return old
 
 
-def install_generation(target: Path, share_path: str, tarball: Path, key: str, keep: int = 1) -> Switch:
-    """Unpack `tarball` as generation `key` (unless present), switch to it, drop generations beyond `keep`."""
+def install_generation(
+    target: Path,
+    share_path: str,
+    tarball: Path,
+    key: str,
+    keep: int = 1,
+    prepare: Callable[[str], object] | None = None,
+) -> Switch:
+    """Unpack `tarball` as generation `key` (unless present), switch to it, drop generations beyond `keep`.
+
+    `prepare(gateway path of the generation)` runs after the unpack and before the switch (prepare.py)."""
     if not key.isalnum():
         raise GenerationError(f"bad generation key {key!r}")
     gen_dir = _confined(target, generations_dir(share_path))
@@ -120,6 +130,8 @@ def install_generation(target: Path, share_path: str, tarball: Path, key: str, k
              "--file", str(tarball), "--directory", str(partial)])  # fmt: skip
         os.rename(partial, final)
         unpacked = True
+    if prepare is not None:
+        prepare(f"{generations_dir(share_path)}/{key}")
     order = [key] + [k for k in read_order(target, share_path) if k != key]
     previous = _point(target, share_path, key)
     kept, dropped = order[: keep + 1], order[keep + 1 :]
