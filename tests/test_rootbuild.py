@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pipeline.errors import SpecError
 from pipeline.rootbuild.build import build_root
 from pipeline.rootbuild.generations import GenerationError, install_generation, read_order, rollback_generation
 from pipeline.rootbuild.recipe import cache_key, mmdebstrap_argv, users_script
+from pipeline.spec.load import parse_cluster
 from pipeline.spec.rootfs import RootBuild
 from tests.prereq import need, require_program
 from tests.spec_helpers import parse, problems, spec_text
+from tests.test_hostile_values import DANGEROUS, hostile
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uga2V5IGZvciB0ZXN0cw user@laptop"
 HASH = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7"
@@ -235,3 +242,38 @@ def test_a_new_generation_is_prepared_before_it_goes_live(tmp_path: Path) -> Non
     assert os.stat(gen / "etc/hostname", follow_symlinks=False) == link  # the live one was never touched
     assert (target / "clients/usr/lib/nfsroot/skel/etc/hostname").read_text() == "other\n"
     assert plan_target(build, target).changes == ()  # the switch left nothing for apply to do
+
+
+ROOTFS_FIELDS = ("name", "group", "shell", "key", "password_hash", "package")
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(ROOTFS_FIELDS), value=hostile)
+def test_hostile_rootfs_values_are_rejected_or_quoted(field: str, value: str) -> None:
+    user = {"name": "user", "uid": 1000, "groups": ["sudo"], "shell": "/bin/bash", "authorized_keys": [KEY]}
+    section: dict[str, object] = {"packages": ["systemd"], "users": [user]}
+    if field == "package":
+        section["packages"] = [value]
+    elif field == "group":
+        user["groups"] = [value]
+    elif field == "key":
+        user["authorized_keys"] = [value]
+    else:
+        user[field] = value
+    doc = yaml.safe_load(spec_text())
+    doc["rootfs"] = section
+    try:
+        cluster, _ = parse_cluster(yaml.safe_dump(doc), "cluster.yaml")
+    except SpecError as exc:
+        assert exc.problems
+        return
+    assert cluster.rootfs is not None
+    script = users_script(cluster.rootfs).decode()
+    argv = mmdebstrap_argv(cluster.rootfs, "/b/hook.sh", "/b/out.tar")
+    if field == "key":  # a key line has spaces, so it only ever appears quoted as a whole
+        assert shlex.quote(value + "\n") in script
+    elif field == "password_hash":  # $ is part of crypt(3) output: single-quoted, never expanded
+        assert set(value) & DANGEROUS <= {"$", "!", "*"} and (value in ("!", "*") or shlex.quote(value) in script)
+    else:
+        assert not set(value) & DANGEROUS, f"{field}={value!r} accepted"
+        assert all("\n" not in a for a in argv)
