@@ -194,3 +194,20 @@ def test_kernel_choice_is_a_version_or_newest() -> None:
         "6.1.0-10-amd64",
         "6.12.1-amd64",
     ]
+
+
+def test_generations_beyond_keep_initrds_are_removed(tmp_path: Path) -> None:
+    from pipeline.state.plan import PlanOptions
+
+    work = _build(tmp_path, "newest")
+    target = tmp_path / "gw"
+    served = []
+    for n in (7, 8, 9):
+        _install_kernel(target, f"6.1.0-{n}-amd64")
+        plan = plan_target(work / "build", target, PlanOptions(keep_initrds=1))
+        apply_plan(plan, target, work / "build", NO_RELOAD)
+        served.append(_served(f"6.1.0-{n}-amd64", "vmlinuz-", f"kernel 6.1.0-{n}-amd64".encode()))
+        removed = {c.path for c in plan.changes if c.op == "remove"}
+        if n == 9:  # one previous generation is kept: 8 stays for rollback, 7 goes
+            assert served[0] in removed and served[1] not in removed
+    assert [(target / p.lstrip("/")).exists() for p in served] == [False, True, True]
