@@ -211,3 +211,22 @@ def test_generations_beyond_keep_initrds_are_removed(tmp_path: Path) -> None:
         if n == 9:  # one previous generation is kept: 8 stays for rollback, 7 goes
             assert served[0] in removed and served[1] not in removed
     assert [(target / p.lstrip("/")).exists() for p in served] == [False, True, True]
+
+
+def test_a_manifest_cannot_ask_plan_to_copy_other_files_of_the_target() -> None:
+    from pipeline.state.manifest import ManifestError, parse_manifest
+
+    def manifest(entry: dict[str, object]) -> bytes:
+        return json.dumps({"format": 1, "cluster": "c", "entries": [entry]}).encode()
+
+    request = {
+        "path": "/srv/tftp/boot/vmlinuz-newest", "kind": "rootfile", "role": "kernel", "mode": "0644",
+        "source_dir": "/clients/boot", "prefix": "vmlinuz-", "version": "newest", "modules_dir": "/clients/lib/modules",
+    }  # fmt: skip
+    parse_manifest(manifest(request))
+    for bad in ({"source_dir": "/etc"}, {"prefix": "shad"}, {"version": "ow"}, {"modules_dir": "/"}):
+        with pytest.raises(ManifestError):
+            parse_manifest(manifest(request | bad))
+    copy = {"path": "/srv/tftp/x", "kind": "file", "role": "r", "mode": "0644", "sha256": "0" * 64, "size": 1}
+    with pytest.raises(ManifestError, match="needs `staged` and no `source`"):
+        parse_manifest(manifest(copy | {"source": "/etc/shadow"}))

@@ -99,10 +99,12 @@ class RootFileEntry(_Entry):
 
     kind: Literal["rootfile"]
     mode: Mode
-    source_dir: GatewayPath
-    prefix: Word
-    version: Word
-    modules_dir: GatewayPath
+    # Narrow on purpose: a tampered manifest must not make plan copy any other file of the target (say,
+    # /etc/shadow) into the world-readable TFTP root.
+    source_dir: Annotated[GatewayPath, Field(pattern=r"/boot$")]
+    prefix: Literal["vmlinuz-", "initrd.img-"]
+    version: Annotated[Word, Field(pattern=r"^(newest|[0-9]+\.[0-9]+[A-Za-z0-9.+~_-]*)$")]
+    modules_dir: Annotated[GatewayPath, Field(pattern=r"/lib/modules$")]
 
 
 class SymlinkEntry(_Entry):
@@ -179,8 +181,9 @@ def parse_manifest(data: bytes, source: str = "manifest.json") -> Manifest:
         raise ManifestError("\n".join(lines)) from None
     problems = _consistency(manifest)
     for i, entry in enumerate(manifest.entries):
-        if isinstance(entry, FileEntry) and (entry.staged is None) == (entry.source is None):
-            problems.append(f"entries.{i}: {entry.path}: a file needs exactly one of staged and source")
+        if isinstance(entry, FileEntry) and (entry.staged is None or entry.source is not None):
+            # `source` (copy from the target) is only ever set by plan, from a checked rootfile entry.
+            problems.append(f"entries.{i}: {entry.path}: a file needs `staged` and no `source`")
     if problems:
         raise ManifestError("\n".join(f"{source}: {p}" for p in problems))
     return manifest
