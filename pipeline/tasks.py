@@ -347,7 +347,12 @@ def _rootfs() -> TaskFailed | None:
 def task_rootfs() -> dict[str, Any]:
     """Build the root from the spec's rootfs section with mmdebstrap (cached by its inputs; root, minutes)."""
     code = _expand(PACKAGE, ("rootbuild", "spec/rootfs.py"), "*.py")
-    return {"actions": [_rootfs], "file_dep": [str(WS.part_file("rootfs")), *code], "verbosity": 2}
+    return {
+        "actions": [_rootfs],
+        "task_dep": ["spec"],
+        "file_dep": [str(WS.part_file("rootfs")), *code],
+        "verbosity": 2,
+    }
 
 
 def task_boottest() -> dict[str, Any]:
