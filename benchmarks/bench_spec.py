@@ -42,7 +42,7 @@ def cluster_yaml(nodes: int) -> str:
         "  - {mount: /var/local, share: workers, per_node: true}",
         "  - {mount: /home, share: workers, subdir: home}",
         "symlinks: {/etc/hostname: /var/local/hostname, /etc/hosts: /var/local/hosts}",
-        "boot: {kernel: vmlinuz, initrd: initrd.img, sysappend: [ip, bootif]}",
+        "boot: {kernel: 6.1.0-21-amd64, sysappend: [ip, bootif]}",
         "nodes:",
         '  hostname: "node-{mac}"',
         "  known:",

@@ -6,12 +6,25 @@ imported only by the actions that run, so `doit list` and a no-op `doit` stay fa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 # The top-level parts of the spec as the build splits them (nodes in two: the pattern and the list).
-PARTS = ("name", "gateway", "shares", "root", "writable", "symlinks", "boot", "nodes.hostname", "nodes.known", "deploy")
+PARTS = (
+    "name",
+    "gateway",
+    "shares",
+    "root",
+    "writable",
+    "symlinks",
+    "boot",
+    "nodes.hostname",
+    "nodes.known",
+    "deploy",
+    "rootfs",
+)
 
 
 def _share_paths(data: dict[str, Any]) -> Any:
@@ -21,6 +34,12 @@ def _share_paths(data: dict[str, Any]) -> Any:
 # Views of parts, written beside them, for families that need less than a whole part: pxelinux and the boot
 # script need the shares' paths, not their export options, so editing an option must not rerun them.
 DERIVED_PARTS: dict[str, Callable[[dict[str, Any]], Any]] = {"shares.paths": _share_paths}
+
+# pipeline.render.loader.LOADER_FILES, repeated here so listing tasks does not import the renderers.
+# Only those that exist: a missing one gets the renderer's message naming its package, not doit's.
+LOADER_PATHS = tuple(
+    p for p in ("/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/modules/bios/ldlinux.c32") if os.path.exists(p)
+)
 
 SCRIPT_NAME = "nfsroot"  # /scripts/init-bottom/nfsroot in the initramfs
 SCRIPT_REVIEW = f"initramfs/scripts/init-bottom/{SCRIPT_NAME}"
@@ -67,10 +86,25 @@ FAMILIES: dict[str, Family] = {
             ("initramfs",),
         ),
         Family(
+            "bootfiles",
+            "the root's kernel and distro initrd for the TFTP root, chosen by version (resolved at plan time)",
+            ("name", "gateway", "shares.paths", "root", "boot"),
+            ("render/bootfiles.py",),
+            (),
+        ),
+        Family(
+            "loader",
+            "pxelinux.0 and ldlinux.c32 from Debian's pxelinux and syslinux-common",
+            ("name", "gateway"),
+            # The installed files are inputs too (absolute paths): a package upgrade restages them.
+            ("render/loader.py", *LOADER_PATHS),
+            (),
+        ),
+        Family(
             "pxelinux",
             "pxelinux.cfg/default and per-node 01-<mac> files",
             ("name", "gateway", "shares.paths", "root", "boot", "nodes.known"),
-            ("render/pxelinux.py",),
+            ("render/pxelinux.py", "render/bootfiles.py"),
             ("pxelinux.cfg.j2",),
         ),
     )

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from pipeline.families import DERIVED_PARTS, FAMILIES, PARTS, SCRIPT_NAME, SCRIPT_REVIEW, Family
 from pipeline.render.artifact import Artifact, ReviewDoc
+from pipeline.render.bootfiles import distro_initrd_name, render_bootfiles
 from pipeline.render.exports import render_exports
 from pipeline.render.hosts import render_hosts
 from pipeline.render.pxelinux import render_pxelinux
 from pipeline.render.symlinks import render_symlink_artifacts, render_symlink_review
 from pipeline.spec.model import Cluster
 
-__all__ = ["DERIVED_PARTS", "FAMILIES", "PARTS", "SCRIPT_NAME", "SCRIPT_REVIEW", "Family"]
+__all__ = ["DERIVED_PARTS", "FAMILIES", "PARTS", "SCRIPT_NAME", "SCRIPT_REVIEW", "Family", "distro_initrd_name"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ def hosts(cluster: Cluster) -> Rendered:
 
 def symlinks(cluster: Cluster) -> Rendered:
     return Rendered(render_symlink_artifacts(cluster), render_symlink_review(cluster))
+
+
+def bootfiles(cluster: Cluster) -> Rendered:
+    return Rendered(render_bootfiles(cluster), [])
+
+
+def loader(cluster: Cluster) -> Rendered:
+    from pipeline.render.loader import read_loader_files, render_loader
+
+    return Rendered(render_loader(cluster, read_loader_files()), [])
 
 
 def pxelinux(cluster: Cluster, initrds: list[str]) -> Rendered:
@@ -86,7 +97,7 @@ def repack_source(cluster: Cluster, base: Path) -> Path:
 def initrd_names(cluster: Cluster, base: Path, script: bytes | None = None) -> list[str]:
     """INITRD files in load order, as pxelinux.cfg names them."""
     if cluster.boot.method == "overlay":
-        return [cluster.boot.initrd, overlay_image(cluster, script)[0]]
+        return [distro_initrd_name(cluster), overlay_image(cluster, script)[0]]
     return [repack_name(cluster, repack_source(cluster, base), script)]
 
 
@@ -94,4 +105,10 @@ def initrd_path(cluster: Cluster, name: str) -> str:
     return f"{cluster.gateway.tftp_root.rstrip('/')}/{name}"
 
 
-SIMPLE: dict[str, Callable[[Cluster], Rendered]] = {"exports": exports, "hosts": hosts, "symlinks": symlinks}
+SIMPLE: dict[str, Callable[[Cluster], Rendered]] = {
+    "exports": exports,
+    "hosts": hosts,
+    "symlinks": symlinks,
+    "bootfiles": bootfiles,
+    "loader": loader,
+}

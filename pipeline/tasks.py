@@ -132,7 +132,9 @@ def _render_initrd() -> PipelineFailed | None:
             image = Artifact(
                 outputs.initrd_path(cluster, name), "file", "initrd", ("boot", "writable", "symlinks"), data
             )
-            stage_family(WS, "initrd", [image], [script], extra={"initrds": [cluster.boot.initrd, name]})
+            stage_family(
+                WS, "initrd", [image], [script], extra={"initrds": [outputs.distro_initrd_name(cluster), name]}
+            )
         else:
             _repack(cluster, script)
     except PipelineError as exc:
@@ -376,6 +378,32 @@ def task_apply() -> dict[str, Any]:
 def task_audit() -> dict[str, Any]:
     """Report file capabilities NFS will lose and paths the read-only root leaves read-only."""
     return {"actions": [(_cli, [["audit"]])], "uptodate": [False], "verbosity": 2}
+
+
+def _rootfs() -> TaskFailed | None:
+    from pipeline.rootbuild.build import build_root
+
+    try:
+        cluster = _cluster()
+        if cluster.rootfs is None:
+            print("no rootfs section in the spec: the root is adopted, not built", file=sys.stderr)
+            return None
+        tarball, built = build_root(cluster.rootfs, WS.build / "rootfs")
+    except PipelineError as exc:
+        return _failed(exc)
+    print(f"{'built' if built else 'cached'}: {tarball}", file=sys.stderr)
+    return None
+
+
+def task_rootfs() -> dict[str, Any]:
+    """Build the root from the spec's rootfs section with mmdebstrap (cached by its inputs; root, minutes)."""
+    code = _expand(PACKAGE, ("rootbuild", "spec/rootfs.py"), "*.py")
+    return {
+        "actions": [_rootfs],
+        "task_dep": ["spec"],
+        "file_dep": [str(WS.part_file("rootfs")), *code],
+        "verbosity": 2,
+    }
 
 
 def task_boottest() -> dict[str, Any]:

@@ -23,8 +23,8 @@ BASE_LINES = [
     "  /etc/hostname: /var/local/hostname",  # 14
     "  /etc/hosts: /var/local/hosts",  # 15
     "boot:",  # 16
-    "  kernel: vmlinuz-6.1.0-21-amd64",  # 17
-    "  initrd: initrd.img-6.1.0-21-amd64",  # 18
+    "  kernel: 6.1.0-21-amd64",  # 17
+    "  method: overlay",  # 18
     "  cmdline: [nfsrootdebug]",  # 19
     "  sysappend: [ip, bootif, cpu]",  # 20
     "nodes:",  # 21

@@ -105,13 +105,14 @@ def test_two_nodes_boot(method: str, parallel: bool, kver: str, build_base: Path
     run = run_boottest(build, cluster, MACS, workdir=tmp_path / "work", options=BootOptions(parallel=parallel))
     print(f"{method} {'parallel' if parallel else 'sequential'}: {time.monotonic() - start:.1f}s wall")
     assert_booted(run)
-    served = sorted(p.name for p in (tmp_path / "work" / "tftp").iterdir() if p.is_file())
-    initrds = [n for n in served if n.startswith(("initrd", "nfsroot-"))]
-    if method == "overlay":  # the untouched distro initrd plus our small archive
-        assert initrds[0] == f"initrd.img-{kver}" and initrds[1].startswith("nfsroot-") and len(initrds) == 2
+    tftp = tmp_path / "work" / "tftp"
+    served = sorted(p.relative_to(tftp).as_posix() for p in tftp.rglob("*") if p.is_file())
+    initrds = [n for n in served if n.rsplit("/", 1)[-1].startswith(("initrd", "nfsroot-"))]
+    if method == "overlay":  # the root's untouched distro initrd (boot/) plus our small archive
+        assert initrds[0] == f"boot/initrd.img-{kver}" and initrds[1].startswith("nfsroot-") and len(initrds) == 2
     else:  # one rewritten initrd
         assert len(initrds) == 1 and initrds[0].startswith("initrd-nfsroot-"), initrds
-    assert {"pxelinux.0", "ldlinux.c32", f"vmlinuz-{kver}"} <= set(served)
+    assert {"pxelinux.0", "ldlinux.c32", f"boot/vmlinuz-{kver}"} <= set(served)
 
 
 def test_cli_reports_each_node(kver: str, build_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

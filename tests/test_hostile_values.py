@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import SpecError
+from pipeline.render.bootfiles import distro_initrd_name, render_bootfiles
 from pipeline.render.exports import render_exports
 from pipeline.render.hosts import render_hosts
 from pipeline.render.pxelinux import render_pxelinux
@@ -33,7 +34,6 @@ FIELDS: list[tuple[str | int, ...]] = [
     ("writable", 1, "subdir"),
     ("writable", 1, "options", 0),
     ("boot", "kernel"),
-    ("boot", "initrd"),
     ("boot", "cmdline", 0),
     ("nodes", "hostname"),
     ("nodes", "known", 0, "hostname"),
@@ -72,7 +72,7 @@ def _put(doc: Any, path: tuple[str | int, ...], value: str) -> None:
 
 def _render(cluster: Cluster) -> list[bytes]:
     arts = render_exports(cluster) + render_hosts(cluster) + render_symlink_artifacts(cluster)
-    arts += render_pxelinux(cluster, [cluster.boot.initrd, "nfsroot-0.img"])
+    arts += render_pxelinux(cluster, [distro_initrd_name(cluster), "nfsroot-0.img"]) + render_bootfiles(cluster)
     texts = [a.data for a in arts] + [a.target.encode() for a in arts] + [a.path.encode() for a in arts]
     return texts + [d.data for d in render_symlink_review(cluster) if d.name.endswith(".txt")]
 

@@ -165,7 +165,7 @@ def _distro_initrd(path: Path, marker: bytes) -> None:
 
 def test_repack_rebuilds_when_the_distro_initrd_changes(workdir: Path) -> None:
     _distro_initrd(workdir / "distro.img", b"one")
-    repack = {18: "  initrd: initrd.img-6.1.0-21-amd64\n  method: repack\n  repack: {source: distro.img}"}
+    repack = {18: "  method: repack\n  repack: {source: distro.img}"}
     (workdir / "cluster.yaml").write_text(spec_text(repack))
     _doit(workdir)
     _doit(workdir)  # the first run validated the switch to repack; from now on the source is tracked

@@ -17,7 +17,7 @@ from tests.spec_helpers import parse, spec_text
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "render"
-INITRDS = ["initrd.img-6.1.0-21-amd64", "nfsroot-0123456789abcdef.img"]
+INITRDS = ["boot/initrd.img-6.1.0-21-amd64", "nfsroot-0123456789abcdef.img"]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,9 @@ def test_pxelinux_lines_are_the_seeds(seed: Cluster) -> None:
     lines = files["/srv/tftp/pxelinux.cfg/default"].data.decode().splitlines()
     assert "APPEND root=/dev/nfs nfsroot=192.168.0.254:/clients,ro ip=dhcp nfsrootdebug" in lines
     assert "SYSAPPEND 11" in lines
-    assert "KERNEL vmlinuz-6.1.0-21-amd64" in lines
-    assert "INITRD initrd.img-6.1.0-21-amd64,nfsroot-0123456789abcdef.img" in lines
+    # The root's own kernel and initrd, by the version the seed names (plan resolves them in the root).
+    assert "KERNEL boot/vmlinuz-6.1.0-21-amd64" in lines
+    assert "INITRD boot/initrd.img-6.1.0-21-amd64,nfsroot-0123456789abcdef.img" in lines
 
 
 def test_per_node_pxelinux_file() -> None:

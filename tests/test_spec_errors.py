@@ -165,7 +165,7 @@ CASES: list[tuple[str, dict[int, str], list[str]]] = [
     ),
     (
         "gzip level",
-        {18: "  initrd: initrd.img\n  repack: {compression: gzip, level: 19}"},
+        {18: "  method: overlay\n  repack: {compression: gzip, level: 19}"},
         ["cluster.yaml:19:38: boot.repack.level: gzip levels go from 1 to 9, not 19"],
     ),
     (
@@ -191,7 +191,14 @@ CASES: list[tuple[str, dict[int, str], list[str]]] = [
         "kernel with semicolon",
         {17: "  kernel: 'vmlinuz;reboot'"},
         [
-            "cluster.yaml:17:11: boot.kernel: path 'vmlinuz;reboot' contains characters that are not allowed: ';' (use letters, digits and . _ + @ - in path components)"
+            "cluster.yaml:17:11: boot.kernel: expected a kernel version (like 6.1.0-21-amd64) or 'newest', got 'vmlinuz;reboot' (the version is what `uname -r` prints on a node; 'newest' picks the root's highest version)"
+        ],
+    ),
+    (
+        "kernel given as a file name",
+        {17: "  kernel: vmlinuz-6.1.0-21-amd64"},
+        [
+            "cluster.yaml:17:11: boot.kernel: expected a kernel version or 'newest', got the file name 'vmlinuz-6.1.0-21-amd64' (write 6.1.0-21-amd64: the kernel and initrd come from the root's /boot)"
         ],
     ),
     (
@@ -306,7 +313,7 @@ CASES: list[tuple[str, dict[int, str], list[str]]] = [
     ),
     (
         "repack without source",
-        {18: "  initrd: initrd.img\n  method: repack"},
+        {18: "  method: repack"},
         [
             "cluster.yaml:17:3: boot.repack.source: required when boot.method is repack (the path of the distro initrd to rewrite)"
         ],
@@ -367,7 +374,7 @@ def test_unknown_fields_get_suggestions_at_any_depth() -> None:
     ]
     assert problems(spec_text(append=["extra: 1"])) == [
         "cluster.yaml:27:1: extra: unknown field 'extra' "
-        "(known fields: name, gateway, shares, root, writable, symlinks, boot, nodes, deploy)"
+        "(known fields: name, gateway, shares, root, writable, symlinks, boot, nodes, deploy, rootfs)"
     ]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.boottest.errors import BootPrerequisiteError, BootTestError
 from pipeline.boottest.target import BootTarget
 from pipeline.fsutil import write_atomic
+from pipeline.spec.kernel import version_key
 
 PXELINUX = (Path("/usr/lib/PXELINUX/pxelinux.0"), "pxelinux")
 LDLINUX = (Path("/usr/lib/syslinux/modules/bios/ldlinux.c32"), "syslinux-common")
@@ -108,7 +109,7 @@ def _copy_tree(source: Path, dest: Path) -> None:
             _place(path.resolve(), dest / rel)
 
 
-_DISTRO_FILE = re.compile(r"(vmlinuz|initrd\.img)-(\d+\.\d+\S*)")  # a Debian kernel version
+_DISTRO_FILE = re.compile(r"(vmlinuz|initrd\.img)-(\d+\.\d+\S*|newest)")  # a Debian kernel version
 
 
 def _stand_in(name: str, dirs: tuple[Path, ...]) -> Path | None:
@@ -120,6 +121,8 @@ def _stand_in(name: str, dirs: tuple[Path, ...]) -> Path | None:
         return None
     for d in dirs:
         versions = sorted(p.name.removeprefix("vmlinuz-") for p in d.glob("vmlinuz-*") if p.is_file())
+        if match.group(2) == "newest" and versions:  # boot.kernel: newest picks the highest installed
+            versions = [max(versions, key=version_key)]
         if len(versions) == 1:
             candidate = d / f"{match.group(1)}-{versions[0]}"
             if candidate.is_file():
@@ -153,9 +156,12 @@ def assemble_tftp(target: BootTarget, dest: Path) -> TftpDir:
         for name in (config.kernel, *config.initrds):
             if (dest / name).is_file():
                 continue
-            found = next((d / name for d in target.fallback_dirs if (d / name).is_file()), None)
+            # The root's kernel and initrd are named boot/<file> (resolved in the root at plan time);
+            # the harness looks for the file itself in /boot.
+            base = name.rsplit("/", 1)[-1]
+            found = next((d / base for d in target.fallback_dirs if (d / base).is_file()), None)
             if found is None:
-                found = _stand_in(name, target.fallback_dirs)
+                found = _stand_in(base, target.fallback_dirs)
                 if found is not None:
                     result.notes.append(
                         f"{name} is not on this machine: booting the installed {found.name} under that name"

@@ -25,7 +25,7 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_USAGE = 64
 
-AREAS = ("spec", "initrd", "deploy", "boottest")
+AREAS = ("spec", "initrd", "deploy", "boottest", "rootfs")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -18,6 +18,7 @@ from pipeline.cli import EXIT_CHANGES, EXIT_OK, bounded_int
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_atomic
 from pipeline.spec.load import load_cluster
+from pipeline.spec.locate import spec_locator
 from pipeline.spec.model import Cluster, Deploy
 from pipeline.state.apply import ApplyOptions, apply_plan
 from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capabilities
@@ -41,6 +42,7 @@ class Settings:
     reload_argv: tuple[str, ...] | None
     writable: tuple[str, ...] | None  # None when no spec was read (lint needs it)
     symlinks: tuple[str, ...]
+    spec: Path | None = None  # cluster.yaml, when it exists: errors found at plan time point into it
 
 
 def _spec(path: Path) -> Cluster | None:
@@ -72,13 +74,15 @@ def settings(args: argparse.Namespace) -> Settings:
     keep: int = args.keep_initrds if args.keep_initrds is not None else (deploy.keep_initrds if deploy else 2)
     writable = tuple(w.mount for w in cluster.writable) if cluster is not None else None
     symlinks = tuple(cluster.symlinks) if cluster is not None else ()
-    return Settings(Path(target), Path(args.build), client_root, remedy, keep, reload_argv, writable, symlinks)
+    spec = spec_path if cluster is not None else None
+    return Settings(Path(target), Path(args.build), client_root, remedy, keep, reload_argv, writable, symlinks, spec)
 
 
 def make_target_plan(s: Settings, force: bool) -> Plan:
     """Observe the target and plan; the capabilities remedy is added when a client root is known."""
     extra = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
-    return plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra)
+    locate = spec_locator(s.spec) if s.spec is not None else None
+    return plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.render.artifact import Artifact
+from pipeline.render.bootfiles import kernel_name
 from pipeline.render.templating import render
 from pipeline.spec.model import Cluster, Node
 
@@ -35,7 +36,7 @@ def render_pxelinux(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
     """`initrds` are the INITRD file names in load order (the distro's, then ours for the overlay method)."""
     base = {
         "name": cluster.name,
-        "kernel": cluster.boot.kernel,
+        "kernel": kernel_name(cluster),
         "initrds": list(initrds),
         "sysappend": cluster.sysappend_bits,
     }

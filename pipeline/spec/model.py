@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.spec.kernel import KernelChoice
+from pipeline.spec.rootfs import RootBuild
 from pipeline.spec.types import (
     MAC,
     SYSAPPEND_BITS,
@@ -101,10 +103,12 @@ class Repack(_Part):
 
 
 class Boot(_Part):
-    """What the nodes boot: kernel and initrd names in the TFTP root, and the kernel command line."""
+    """What the nodes boot: which of the root's kernels, how our files join its initrd, the kernel command line."""
 
-    kernel: RelPath = Field(description="Kernel file, relative to the TFTP root.")
-    initrd: RelPath = Field(description="The distro initrd, relative to the TFTP root.")
+    kernel: KernelChoice = Field(
+        description="Kernel version in the root's /boot (vmlinuz-<version>, initrd.img-<version>, "
+        "/lib/modules/<version>), or 'newest'; resolved against the target root at plan time."
+    )
     method: Literal["overlay", "repack"] = Field(
         "overlay", description="overlay: serve our files as a second initrd; repack: rewrite the distro initrd."
     )
@@ -149,7 +153,9 @@ class Deploy(_Part):
     reload: tuple[ArgvWord, ...] = Field(
         ("exportfs", "-ra"), description="Run after the exports changed; [] to disable."
     )
-    keep_initrds: StrictInt = Field(3, ge=1, le=100, description="Previous initrds kept for rollback.")
+    keep_initrds: StrictInt = Field(
+        3, ge=1, le=100, description="Previous boot generations (kernel and initrds) kept for rollback."
+    )
     capabilities: Literal["setuid", "ping_group_range", "none"] = Field(
         "ping_group_range", description="Remedy for file capabilities NFS cannot carry (ping's cap_net_raw)."
     )
@@ -169,6 +175,7 @@ class Cluster(_Part):
     boot: Boot
     nodes: Nodes = Nodes()
     deploy: Deploy = Deploy()
+    rootfs: RootBuild | None = Field(None, description="Build the root with mmdebstrap; absent: adopt it.")
 
     @field_validator("symlinks", mode="before")
     @classmethod

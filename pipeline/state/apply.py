@@ -357,31 +357,32 @@ def _lstat(dirfd: int, name: str) -> os.stat_result | None:
 
 @dataclass(frozen=True)
 class _Staged:
-    """New content that stays in build/ until it is written: streamed into place and hashed on the way, so a
-    file of any size costs 1 MiB of memory (issue 12 defect 7), and bytes changed since the check are caught."""
+    """New content that stays where it is until it is written (build/ for rendered files, the target root for
+    files copied from it, such as the root's kernel): streamed into place and hashed on the way, so a file of any
+    size costs 1 MiB of memory (issue 12 defect 7), and bytes changed since the check are caught."""
 
-    build: TargetRoot
-    staged: str
+    where: TargetRoot
+    source: str
     path: str
     sha256: str | None
+    missing: str
+    changed: str
 
     def _open(self) -> int:
-        with self.build.parent("/" + self.staged) as found:
+        with self.where.parent(self.source) as found:
             if found is None:
-                raise StalePlanError(f"{self.path}: staged file {self.staged} is missing from {self.build.path}")
+                raise StalePlanError(self.missing)
             try:
                 return os.open(found[1], _READ, dir_fd=found[0])
             except FileNotFoundError:
-                raise StalePlanError(
-                    f"{self.path}: staged file {self.staged} is missing from {self.build.path}"
-                ) from None
+                raise StalePlanError(self.missing) from None
 
     def _stream(self, out: int | None) -> None:
         digest = hashlib.sha256()
         fd = self._open()
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise StalePlanError(f"{self.path}: staged file {self.staged} is not a regular file")
+                raise StalePlanError(f"{self.path}: {self.source} is not a regular file; plan again")
             while chunk := os.read(fd, 1 << 20):
                 digest.update(chunk)
                 view = memoryview(chunk)
@@ -390,9 +391,7 @@ class _Staged:
         finally:
             os.close(fd)
         if self.sha256 is not None and digest.hexdigest() != self.sha256:
-            raise StalePlanError(
-                f"{self.path}: the build changed since the plan was made (sha256 mismatch); plan again"
-            )
+            raise StalePlanError(self.changed)
 
     def check(self) -> None:
         self._stream(None)
@@ -404,7 +403,7 @@ class _Staged:
 Payload = bytes | _Staged | None
 
 
-def _content(c: Change, build: TargetRoot | None) -> Payload:
+def _content(c: Change, build: TargetRoot | None, root: TargetRoot) -> Payload:
     """The new content of a file change, checked against the plan's hash before anything is written."""
     if c.kind != "file" or c.op in ("chmod", "remove"):
         return None
@@ -413,12 +412,28 @@ def _content(c: Change, build: TargetRoot | None) -> Payload:
         if c.sha256 is not None and hashlib.sha256(data).hexdigest() != c.sha256:
             raise StalePlanError(f"{c.path}: the plan's content does not match its sha256; plan again")
         return data
-    if build is None or c.staged is None:
-        raise PipelineError(f"{c.path}: the plan names no content for this file")
-    staged = _Staged(build, c.staged, c.path, c.sha256)
+    if c.copy_from is not None:
+        staged = _Staged(
+            root,
+            c.copy_from,
+            c.path,
+            c.sha256,
+            missing=f"{c.path}: {c.copy_from} is gone from the target; plan again",
+            changed=f"{c.path}: {c.copy_from} changed in the target since the plan was made; plan again",
+        )
+    else:
+        if build is None or c.staged is None:
+            raise PipelineError(f"{c.path}: the plan names no content for this file")
+        staged = _Staged(
+            build,
+            "/" + c.staged,
+            c.path,
+            c.sha256,
+            missing=f"{c.path}: staged file {c.staged} is missing from {build.path}",
+            changed=f"{c.path}: the build changed since the plan was made (sha256 mismatch); plan again",
+        )
     staged.check()
     return staged
-
 
 def verify_plan(plan: Plan, root: TargetRoot) -> None:
     if os.path.abspath(plan.target) != str(root.path):
@@ -458,7 +473,7 @@ def apply_plan(
             payloads = []
             for change in plan.changes:  # read and checked before the first write, not halfway
                 at = change.path
-                payloads.append(_content(change, build))
+                payloads.append(_content(change, build, root))
             writer = _Writer(root, opts)
             journal_written = not plan.journal
             final = [c for c in plan.changes if c.path == STATE_PATH]
@@ -479,7 +494,7 @@ def apply_plan(
                 run(list(opts.reload_argv))
                 reloaded = True
             for change in final:
-                writer.execute(change, _content(change, build))
+                writer.execute(change, _content(change, build, root))
     except OSError as exc:
         raise ApplyOSError(
             f"apply stopped at {at} in {target}: {exc.strerror or exc}; every path is "

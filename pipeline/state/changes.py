@@ -15,7 +15,8 @@ class Change:
     """One step that makes one path of the target match the desired state.
 
     `old` is the observed fingerprint (see observe.Fact.fingerprint) a saved plan is checked against.
-    The new content comes from `staged` (a file under build/, checked by `sha256`) or from `content`
+    The new content comes from `staged` (a file under build/, checked by `sha256`), from `copy_from` (a file
+    of the target root itself, checked the same way) or from `content`
     (text the plan generated itself: the deployed-state record, a capabilities remedy).
     """
 
@@ -30,6 +31,7 @@ class Change:
     old_mode: int | None = None
     sha256: str | None = None
     staged: str | None = None
+    copy_from: str | None = None  # a file of the target root to copy (the root's kernel or initrd)
     content: str | None = None
     target: str | None = None
     old_target: str | None = None

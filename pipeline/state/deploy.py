@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.state.apply import ApplyOptions, ApplyResult, apply_plan
+from pipeline.state.bootfiles import Locate, resolve_bootfiles
 from pipeline.state.changes import Change, Plan
 from pipeline.state.manifest import load_desired
 from pipeline.state.observe import Fact, Observed, observe_path, observe_paths
@@ -28,16 +29,23 @@ def read_record(root: TargetRoot) -> Record:
 
 
 def plan_target(
-    build: Path, target: Path, opts: PlanOptions = DEFAULT_PLAN_OPTIONS, extra: Sequence[Change] = ()
+    build: Path,
+    target: Path,
+    opts: PlanOptions = DEFAULT_PLAN_OPTIONS,
+    extra: Sequence[Change] = (),
+    locate: Locate | None = None,
 ) -> Plan:
     """Read build/manifest.json and the target (read-only) and return the plan; `extra` adds remedy changes
-    (see capabilities.capability_changes)."""
+    (see capabilities.capability_changes). Boot files are resolved in the target root first; `locate` turns
+    a spec field into its place in cluster.yaml for the errors."""
     desired = load_desired(build)
     if not os.path.lexists(target):  # a local deploy.root before the first apply: everything is missing
+        desired = resolve_bootfiles(desired, None, *([locate] if locate else []))
         paths = paths_to_observe(desired, Record()) | {c.path for c in extra}
         observed = Observed({p: Fact(p, "missing") for p in paths})
         return make_plan(desired, observed, Record(), os.path.abspath(target), opts, extra)
     with TargetRoot(target) as root:
+        desired = resolve_bootfiles(desired, root, *([locate] if locate else []))
         record = read_record(root)
         observed = observe_paths(root, paths_to_observe(desired, record) | {c.path for c in extra})
         return make_plan(desired, observed, record, str(root.path), opts, extra)
@@ -49,6 +57,7 @@ def apply_target(
     apply_opts: ApplyOptions,
     plan_opts: PlanOptions = DEFAULT_PLAN_OPTIONS,
     extra: Sequence[Change] = (),
+    locate: Locate | None = None,
 ) -> ApplyResult:
     """Plan afresh and apply; a second call right after changes nothing (not even mtimes)."""
-    return apply_plan(plan_target(build, target, plan_opts, extra), target, build, apply_opts)
+    return apply_plan(plan_target(build, target, plan_opts, extra, locate), target, build, apply_opts)

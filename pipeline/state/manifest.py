@@ -82,11 +82,29 @@ class _Entry(BaseModel):
 
 
 class FileEntry(_Entry):
+    """A file with known bytes: staged in build/, or (`source`, made by plan from a RootFileEntry) a file of the
+    target root that apply copies, checked against `sha256`."""
+
     kind: Literal["file"]
     mode: Mode
     sha256: Sha256
     size: int = Field(ge=0)
-    staged: Annotated[str, AfterValidator(_check_staged)]
+    staged: Annotated[str, AfterValidator(_check_staged)] | None = None
+    source: GatewayPath | None = None
+
+
+class RootFileEntry(_Entry):
+    """A file of the target root chosen by version (`<source_dir>/<prefix><version>`, version or "newest"),
+    whose bytes only plan can see; pipeline/state/bootfiles.py turns it into a FileEntry with a `source`."""
+
+    kind: Literal["rootfile"]
+    mode: Mode
+    # Narrow on purpose: a tampered manifest must not make plan copy any other file of the target (say,
+    # /etc/shadow) into the world-readable TFTP root.
+    source_dir: Annotated[GatewayPath, Field(pattern=r"/boot$")]
+    prefix: Literal["vmlinuz-", "initrd.img-"]
+    version: Annotated[Word, Field(pattern=r"^(newest|[0-9]+\.[0-9]+[A-Za-z0-9.+~_-]*)$")]
+    modules_dir: Annotated[GatewayPath, Field(pattern=r"/lib/modules$")]
 
 
 class SymlinkEntry(_Entry):
@@ -100,7 +118,7 @@ class DirEntry(_Entry):
     mode: Mode
 
 
-Entry = Annotated[FileEntry | SymlinkEntry | DirEntry, Field(discriminator="kind")]
+Entry = Annotated[FileEntry | SymlinkEntry | DirEntry | RootFileEntry, Field(discriminator="kind")]
 
 
 class Manifest(BaseModel):
@@ -121,9 +139,12 @@ class Desired:
     manifest: Manifest
     build_dir: Path
     texts: dict[str, str]  # gateway path -> staged text, for text files up to TEXT_LIMIT
+    # Files whose bytes are `texts[path]` as the plan rewrote them (pxelinux configs naming resolved boot
+    # files), not the staged file: apply writes them from the plan's content.
+    rewritten: frozenset[str] = frozenset()
 
     @property
-    def entries(self) -> tuple[FileEntry | SymlinkEntry | DirEntry, ...]:
+    def entries(self) -> tuple[FileEntry | SymlinkEntry | DirEntry | RootFileEntry, ...]:
         return self.manifest.entries
 
 
@@ -155,10 +176,14 @@ def parse_manifest(data: bytes, source: str = "manifest.json") -> Manifest:
         lines = []
         for err in exc.errors():
             # The discriminated union adds the kind name to the location; keep only data keys.
-            loc = ".".join(str(p) for p in err["loc"] if p not in ("file", "symlink", "dir"))
+            loc = ".".join(str(p) for p in err["loc"] if p not in ("file", "symlink", "dir", "rootfile"))
             lines.append(f"{source}: {loc}: {err['msg']}")
         raise ManifestError("\n".join(lines)) from None
     problems = _consistency(manifest)
+    for i, entry in enumerate(manifest.entries):
+        if isinstance(entry, FileEntry) and (entry.staged is None or entry.source is not None):
+            # `source` (copy from the target) is only ever set by plan, from a checked rootfile entry.
+            problems.append(f"entries.{i}: {entry.path}: a file needs `staged` and no `source`")
     if problems:
         raise ManifestError("\n".join(f"{source}: {p}" for p in problems))
     return manifest
@@ -167,6 +192,8 @@ def parse_manifest(data: bytes, source: str = "manifest.json") -> Manifest:
 def read_staged(build: TargetRoot, entry: FileEntry) -> bytes | None:
     """Check a file entry's staged bytes against the manifest (confined to build/); returns them when small
     enough to diff (TEXT_LIMIT), else None. Streamed: a staged file of any size costs 1 MiB of memory."""
+    if entry.staged is None:
+        raise ManifestError(f"{entry.path}: not a staged file")
     where = f"staged file {entry.staged} (for {entry.path})"
     with build.parent("/" + entry.staged) as found:
         if found is None:
@@ -220,7 +247,7 @@ def load_desired(build_dir: Path) -> Desired:
     texts: dict[str, str] = {}
     with TargetRoot(build_dir) as build:
         for entry in manifest.entries:
-            if isinstance(entry, FileEntry):
+            if isinstance(entry, FileEntry) and entry.staged is not None:
                 content = read_staged(build, entry)
                 text = as_text(content) if content is not None else None
                 if text is not None:

@@ -12,13 +12,15 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from pipeline.errors import PipelineError
 from pipeline.state.changes import Change, Op, Plan
-from pipeline.state.manifest import Desired, DirEntry, FileEntry, SymlinkEntry, mode_of
+from pipeline.state.manifest import Desired, DirEntry, FileEntry, RootFileEntry, SymlinkEntry, mode_of
 from pipeline.state.observe import Fact, Observed
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH, Deployed, Record
 from pipeline.state.rootfs import PathConflictError, split_path
 
 OWN_DIRS = (STATE_PATH.rsplit("/", 1)[0], BACKUP_ROOT)  # the record and the backups belong to apply alone
+BOOT_ROLES = ("kernel", "initrd")  # the files one boot generation consists of, kept together for rollback
 RECORD_REASON = "record of what nfsroot-pipeline deployed, so later runs remove only their own files"
 
 
@@ -149,18 +151,24 @@ def _plan_dirs(
 
 def _plan_file(entry: FileEntry, fact: Fact, desired: Desired, record: Record, opts: PlanOptions) -> Change | None:
     mode = mode_of(entry)
+    reason = _source(entry.fields, entry.role)
+    if entry.source:
+        reason = f"copy {entry.source} from the target root; {reason}"
+    rewritten = entry.path in desired.rewritten
     base = Change(
         "create",
         entry.path,
         "file",
-        _source(entry.fields, entry.role),
+        reason,
         entry.role,
         entry.fields,
         old=fact.fingerprint,
         mode=mode,
         old_mode=fact.mode,
         sha256=entry.sha256,
-        staged=entry.staged,
+        staged=None if rewritten else entry.staged,
+        copy_from=entry.source,
+        content=desired.texts[entry.path] if rewritten else None,
     )
     new_text = desired.texts.get(entry.path)
     if fact.kind == "missing":
@@ -236,7 +244,7 @@ def _initrd_generations(
     desired: Desired, record: Record, changes: Sequence[Change], keep: int
 ) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
     """(generations kept, generations dropped); generation 0 is the one the manifest deploys now."""
-    current = tuple(e.path for e in desired.entries if e.role == "initrd")
+    current = tuple(e.path for e in desired.entries if e.role in BOOT_ROLES)
     kept_as = {c.path: c.keep_as for c in changes if c.keep_as}
     # Files rewritten in place (a fixed initrd name) keep their old bytes under the kept name.
     previous = [tuple(kept_as.get(p, p) for p in gen) for gen in record.initrds]
@@ -256,6 +264,9 @@ def make_plan(
     extra: Sequence[Change] = (),
 ) -> Plan:
     """Everything that must change in the target for it to match `desired`; pure (no I/O)."""
+    for entry in desired.entries:
+        if isinstance(entry, RootFileEntry):
+            raise PipelineError(f"{entry.path}: boot files must be resolved against the target root before planning")
     for entry in desired.entries:
         for path in (entry.path, getattr(entry, "preserve", None)):
             if path and any(path == own or path.startswith(own + "/") for own in OWN_DIRS):

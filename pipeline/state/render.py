@@ -122,7 +122,7 @@ def _decode(raw: dict[str, Any]) -> Change:
     if raw["op"] not in OPS:
         raise ValueError(f"unknown op {raw['op']!r}")
     check_gateway_path(raw["path"])
-    for key in ("preserve", "keep_as"):
+    for key in ("preserve", "keep_as", "copy_from"):
         if raw[key] is not None:
             check_gateway_path(raw[key])
     if raw["staged"] is not None and (raw["staged"].startswith("/") or ".." in raw["staged"].split("/")):

@@ -1,26 +1,24 @@
-"""`nfsroot rollback`: point the deployed pxelinux configs back at a previous initrd generation.
+"""`nfsroot rollback`: point the deployed pxelinux configs back at a previous boot generation.
 
-Apply keeps the previous initrds (deploy.keep_initrds generations, recorded in the deployed-state record).
-Rolling back rewrites the INITRD lines (and `initrd=` in APPEND lines) of every deployed pxelinux file,
-replacing each current initrd's file name by the kept one, as an ordinary plan: atomic writes, originals
+Apply keeps the previous generations (deploy.keep_initrds of them, recorded in the deployed-state record):
+each is the kernel, the distro initrd and our overlay the configs named. Rolling back rewrites the KERNEL
+and INITRD lines (and `initrd=` in APPEND lines) of every deployed pxelinux file, replacing each current
+file name by the kept one, as an ordinary plan: atomic writes, originals
 backed up. The next `plan` shows the configs drifting back to the manifest, as it should.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.state.changes import Change, Plan
 from pipeline.state.observe import observe_path
 from pipeline.state.plan import text_diff
+from pipeline.state.pxecfg import rewrite_boot_names
 from pipeline.state.record import STATE_PATH, parse_record
 from pipeline.state.rootfs import TargetRoot
-
-_INITRD_LINE = re.compile(r"^(\s*initrd\s+)(\S+)(.*)$", re.IGNORECASE)
-_APPEND_ARG = re.compile(r"(\binitrd=)([^\s]+)")
 
 
 class RollbackError(PipelineError):
@@ -31,28 +29,9 @@ def _basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def _swap_items(items: str, mapping: dict[str, str]) -> str:
-    out = []
-    for item in items.split(","):
-        head, _, name = item.rpartition("/")
-        new = mapping.get(name)
-        out.append(f"{head}/{new}" if new and head else new or item)
-    return ",".join(out)
-
-
 def rewrite_initrds(text: str, mapping: dict[str, str]) -> str:
-    """Replace initrd file names (basename -> basename) in INITRD lines and APPEND initrd= arguments."""
-    lines = []
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\n")
-        end = line[len(body) :]
-        m = _INITRD_LINE.match(body)
-        if m:
-            body = m.group(1) + _swap_items(m.group(2), mapping) + m.group(3)
-        elif body.lstrip().lower().startswith("append"):
-            body = _APPEND_ARG.sub(lambda a: a.group(1) + _swap_items(a.group(2), mapping), body)
-        lines.append(body + end)
-    return "".join(lines)
+    """Kept for callers of the old name: rewrite_boot_names handles KERNEL lines too."""
+    return rewrite_boot_names(text, mapping)
 
 
 def rollback_plan(target: Path, steps: int = 1) -> Plan:
@@ -85,7 +64,7 @@ def rollback_plan(target: Path, steps: int = 1) -> Plan:
             if fact.kind != "file" or fact.text is None:
                 continue
             texts.append(fact.text)
-            new = rewrite_initrds(fact.text, mapping)
+            new = rewrite_boot_names(fact.text, mapping)
             if new == fact.text:
                 continue
             changes.append(
