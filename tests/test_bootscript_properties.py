@@ -202,7 +202,7 @@ ISSUE_13_NEIGHBOUR = Cluster.model_validate(
             {"mount": "/y", "share": "b", "per_node": True, "subdir": "y"},
         ],
         "symlinks": {"/etc/hostname": "/x/a", "/etc/hosts": "/y/a"},
-        "boot": {"kernel": "k", "initrd": "i"},
+        "boot": {"kernel": "6.1.0-21-amd64"},
         "nodes": {"hostname": "{mac}"},
     }
 )

@@ -21,6 +21,10 @@ LIMIT = COMMAND_LINE_SIZE - 1
 # Our initrd's name: nfsroot-<16 hex>.img (overlay) or initrd-nfsroot-<16 hex>.img (repack).
 _OUR_INITRD = len("initrd-nfsroot-0123456789abcdef.img")
 _IP = len("ip=") + 4 * len("255.255.255.255") + 3  # ip=client:server:gateway:netmask
+# The served kernel and distro initrd: boot/vmlinuz-<version>.<sha12>, boot/initrd.img-<version>.<sha12>
+# (pipeline/render/bootfiles.py); 'newest' is resolved at plan time, so count the longest version the spec takes.
+_LONGEST_VERSION = 103
+_SERVED_SUFFIX = len(".0123456789ab")
 _DMI = 64  # a DMI string at its longest as we count it (SMBIOS sets no bound; firmware uses far less)
 # The word each SYSAPPEND bit adds, at its longest (syslinux doc/syslinux.txt, SYSAPPEND).
 _SYSAPPEND_LENGTHS: dict[str, int] = {
@@ -42,9 +46,10 @@ def _words_length(words: list[str]) -> int:
 
 
 def _base_length(c: Cluster) -> int:
+    version = "x" * _LONGEST_VERSION if c.boot.kernel == "newest" else c.boot.kernel
     generated = [
-        f"BOOT_IMAGE={c.boot.kernel}",
-        "initrd=" + c.boot.initrd + "," + "x" * _OUR_INITRD,
+        f"BOOT_IMAGE=boot/vmlinuz-{version}" + "x" * _SERVED_SUFFIX,
+        f"initrd=boot/initrd.img-{version}" + "x" * _SERVED_SUFFIX + "," + "x" * _OUR_INITRD,
         "root=/dev/nfs",
         f"nfsroot={c.nfsroot_arg}" if c.root.share in c.shares else "nfsroot=",
         "ip=dhcp",

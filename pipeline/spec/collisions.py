@@ -34,7 +34,7 @@ def strictly_under(path: str, parent: str) -> bool:
 
 
 def collision_problems(c: Cluster) -> list[Finding]:
-    return list(_deploy(c)) + list(_own_dirs(c)) + list(_symlinks_in_root(c)) + list(_tftp_files(c))
+    return list(_deploy(c)) + list(_own_dirs(c)) + list(_symlinks_in_root(c))
 
 
 def _relation(path: str, other: str) -> str | None:
@@ -98,17 +98,6 @@ def _symlinks_in_root(c: Cluster) -> Iterator[Finding]:
                 ("symlinks", source),
                 f"{source} is {on_gateway} on the gateway, which {relation} {what}",
                 "a symlink there would replace a directory the pipeline manages",
-            )
-
-
-def _tftp_files(c: Cluster) -> Iterator[Finding]:
-    """The kernel and initrd pxelinux loads must not be the configuration directory the pipeline writes."""
-    for field, path in (("kernel", c.boot.kernel), ("initrd", c.boot.initrd)):
-        if relation := _relation(path, "pxelinux.cfg"):
-            yield (
-                ("boot", field),
-                f"{path} {relation} pxelinux.cfg/, which the pipeline writes",
-                f"name the {field} file in the TFTP root",
             )
 
 
