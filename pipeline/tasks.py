@@ -380,7 +380,7 @@ def task_audit() -> dict[str, Any]:
     return {"actions": [(_cli, [["audit"]])], "uptodate": [False], "verbosity": 2}
 
 
-def _rootfs() -> TaskFailed | None:
+def _rootfs() -> PipelineFailed | None:
     from pipeline.rootbuild.build import build_root
 
     try:
@@ -390,7 +390,7 @@ def _rootfs() -> TaskFailed | None:
             return None
         tarball, built = build_root(cluster.rootfs, WS.build / "rootfs")
     except PipelineError as exc:
-        return _failed(exc)
+        return failure(exc)
     print(f"{'built' if built else 'cached'}: {tarball}", file=sys.stderr)
     return None
 

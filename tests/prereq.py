@@ -31,6 +31,10 @@ PACKAGES: dict[str, str] = {
     "zstd": "zstd",
     "bzip2": "bzip2",
     "/usr/lib/klibc/bin/sh": "klibc-utils",
+    "chattr": "e2fsprogs",
+    "mount": "mount",
+    "umount": "mount",
+    "useradd": "passwd",
 }
 
 

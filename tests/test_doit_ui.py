@@ -66,6 +66,13 @@ def test_doit_clean_says_what_it_removed(workdir: Path) -> None:
 
 def test_doit_plan_exits_0_with_pending_changes_as_documented(workdir: Path) -> None:
     assert _doit(workdir).returncode == 0
+    # plan resolves the nodes' kernel in the target root (gateway/clients): give it one.
+    version = "6.1.0-21-amd64"
+    boot = workdir / "gateway/clients/boot"
+    boot.mkdir(parents=True)
+    (boot / f"vmlinuz-{version}").write_bytes(b"kernel")
+    (boot / f"initrd.img-{version}").write_bytes(b"initrd")
+    (workdir / f"gateway/clients/lib/modules/{version}").mkdir(parents=True)
     doit = _doit(workdir, "plan")
     assert doit.returncode == 0, doit.stdout + doit.stderr
     cli = _nfsroot(workdir, "plan")

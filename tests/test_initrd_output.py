@@ -54,7 +54,7 @@ def test_ls_escapes_member_names_and_targets(tmp_path: Path, capsys: pytest.Capt
     lines = _check(captured.out, 10)
     assert any(line.endswith(f"  {SHOWN}") for line in lines)
     assert any(line.endswith("etc/link -> target\\nfake line\\x1b]0;title\\x07") for line in lines)
-    assert any(line.endswith("etc/bad\\xff\\xfename") for line in lines)
+    assert any(line.endswith("etc/bad\\udcff\\udcfename") for line in lines)
     assert any(line.startswith("ignored by the kernel: missing/\\x1b[31mred\\nline from evil.img@0") for line in lines)
 
 

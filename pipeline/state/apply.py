@@ -435,6 +435,7 @@ def _content(c: Change, build: TargetRoot | None, root: TargetRoot) -> Payload:
     staged.check()
     return staged
 
+
 def verify_plan(plan: Plan, root: TargetRoot) -> None:
     if os.path.abspath(plan.target) != str(root.path):
         raise StalePlanError(f"the plan was made for target {plan.target}, not {root.path}")
