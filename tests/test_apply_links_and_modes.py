@@ -120,3 +120,27 @@ def test_a_backup_keeps_the_original_owner_mode_and_times(tmp_path: Path) -> Non
         50,
         2_000_000_000,
     )
+
+
+def test_killed_at_every_step_of_a_hard_link_chmod_the_outside_file_never_changes(tmp_path: Path) -> None:
+    from tests.test_apply_crash import _run_killed
+
+    build = make_build(tmp_path / "build", {"/etc/exports": F("/clients *(ro)\n", mode="0644", role="exports")})
+    for steps in range(1, 50):
+        outside = tmp_path / f"outside{steps}"
+        outside.write_text("/clients *(ro)\n")
+        os.chmod(outside, 0o600)
+        target = make_tree(tmp_path / f"run{steps}", {"/etc/.keep": ""})
+        os.link(outside, target / "etc/exports")
+        code = _run_killed(build, target, steps)
+        assert _mode(outside) == 0o600 and outside.read_text() == "/clients *(ro)\n"
+        assert _mode(target / "etc/exports") in (0o600, 0o644)
+        if code == 0:
+            break
+        assert code == 137
+        apply_plan(plan_for(build, target), target, build, ApplyOptions(reload_argv=None))  # the rerun
+        assert _mode(target / "etc/exports") == 0o644 and _mode(outside) == 0o600
+        assert plan_for(build, target).changes == ()
+    else:
+        pytest.fail("apply never finished")
+    assert steps > 3  # the run really has several steps

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import EXIT_ERROR, EXIT_OK, main
-from tests.deploy_helpers import make_build, make_tree
+from tests.deploy_helpers import F, make_build, make_tree
 from tests.prereq import need, require_program
 
 
@@ -61,19 +61,29 @@ def test_disk_full_is_one_line_and_leaves_the_file_old(
     assert (target / "etc/hosts").read_text() == "new\n"
 
 
-def test_an_immutable_file_is_one_line_and_stays_as_it_was(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("locked", "old"),
+    [
+        ("etc", "old\n"),  # an update: the rename into /etc is refused
+        ("etc/hosts", "old\n"),  # an update: the immutable file cannot be replaced
+        ("etc/hosts", "new\n"),  # a chmod of the immutable file itself
+    ],
+)
+def test_an_immutable_file_is_one_line_and_stays_as_it_was(
+    tmp_path: Path, locked: str, old: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     build = make_build(tmp_path / "build", {"/etc/hosts": "new\n"})
-    target = make_tree(tmp_path / "t", {"/etc/hosts": "old\n"})
-    locked = target / "etc"
+    target = make_tree(tmp_path / "t", {"/etc/hosts": F(old, mode="0600")})
     chattr = require_program("chattr")
-    proc = subprocess.run([chattr, "+i", str(locked)], capture_output=True, text=True)
+    proc = subprocess.run([chattr, "+i", str(target / locked)], capture_output=True, text=True)
     need(proc.returncode == 0, f"chattr +i does not work on this filesystem: {proc.stderr.strip()}")
     try:
         assert _apply(build, target) == EXIT_ERROR
         _one_error_line(capsys.readouterr().err, "/etc/hosts", "Operation not permitted")
-        assert (target / "etc/hosts").read_text() == "old\n"
+        assert (target / "etc/hosts").read_text() == old
+        assert (target / "etc/hosts").stat().st_mode & 0o777 == 0o600
     finally:
-        subprocess.run([chattr, "-i", str(locked)], check=True)
+        subprocess.run([chattr, "-i", str(target / locked)], check=True)
     assert _leftovers(target) == []
 
 

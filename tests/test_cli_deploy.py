@@ -32,6 +32,7 @@ def _generation(tmp_path: Path, n: int) -> Path:
         ("apply", "--keep-initrds", "0"),
         ("plan", "--keep-initrds", "101"),
         ("plan", "--keep-initrds", "two"),
+        ("plan", "--keep-initrds", "\u0661\u0662"),  # Arabic-Indic 12: int() takes it, the spec does not
         ("rollback", "--steps", "-1"),
         ("rollback", "--steps", "0"),
         ("rollback", "--steps", "1e3"),
