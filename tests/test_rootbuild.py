@@ -277,3 +277,30 @@ def test_hostile_rootfs_values_are_rejected_or_quoted(field: str, value: str) ->
     else:
         assert not set(value) & DANGEROUS, f"{field}={value!r} accepted"
         assert all("\n" not in a for a in argv)
+
+
+def test_cli_install_uses_the_cached_build_and_switches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+    from pipeline.rootbuild.build import mmdebstrap_version, root_epoch
+    from pipeline.rootbuild.recipe import tarball_name
+    from tests.test_bootfiles import _doit
+
+    need(shutil.which("mmdebstrap") is not None, "mmdebstrap is not installed")
+    work = tmp_path / "repo"
+    work.mkdir()
+    (work / "cluster.yaml").write_text(spec_text(append=SECTION))
+    _doit(work)
+    build = parse(spec_text(append=SECTION)).rootfs
+    assert build is not None
+    key = cache_key(build, root_epoch(), mmdebstrap_version())
+    (work / "build/rootfs").mkdir()
+    shutil.copy(_root_tarball(tmp_path, "a", "debian\n"), work / "build/rootfs" / tarball_name(key))  # "built" before
+    target = tmp_path / "gw"
+    argv = ["-f", str(work / "cluster.yaml"), "rootfs", "install", "--build", str(work / "build"), "--target"]
+    assert main([*argv, str(target)]) == 0
+    out = capsys.readouterr().out
+    assert f"/clients -> /clients.generations/{key} (was nothing)" in out
+    assert os.readlink(target / "clients/etc/hostname") == "/var/local/hostname"
+    rollback = ["-f", str(work / "cluster.yaml"), "rootfs", "rollback", "--target", str(target)]
+    assert main(rollback) == 1  # nothing older is kept yet
+    assert "no previous generation of /clients is kept" in capsys.readouterr().err
