@@ -102,9 +102,8 @@ def _short(info: EntryInfo) -> str:
 
 def change_lines(changes: Iterable[TreeChange], counts: dict[str, int] | None = None) -> Iterator[str]:
     """A line per change, then a summary; `counts` (if given) is filled with the number of each kind."""
-    counts = {"added": 0, "removed": 0, "changed": 0} if counts is None else counts
-    for op in ("added", "removed", "changed"):
-        counts[op] = 0
+    counts = {} if counts is None else counts
+    counts.update(added=0, removed=0, changed=0)
     for change in changes:
         counts[change.op] += 1
         if change.old is None and change.new is not None:
