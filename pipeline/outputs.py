@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import PipelineError
 from pipeline.families import DERIVED_PARTS, FAMILIES, PARTS, SCRIPT_NAME, SCRIPT_REVIEW, Family
 from pipeline.render.artifact import Artifact, ReviewDoc
 from pipeline.render.bootfiles import distro_initrd_name, render_bootfiles
@@ -20,6 +21,7 @@ from pipeline.render.hosts import render_hosts
 from pipeline.render.pxelinux import render_pxelinux
 from pipeline.render.symlinks import render_symlink_artifacts, render_symlink_review
 from pipeline.spec.model import Cluster
+from pipeline.textsafe import printable
 
 __all__ = ["DERIVED_PARTS", "FAMILIES", "PARTS", "SCRIPT_NAME", "SCRIPT_REVIEW", "Family", "distro_initrd_name"]
 
@@ -30,10 +32,22 @@ class Rendered:
     reviews: list[ReviewDoc]
 
 
+# newc stores mtimes as 8 hex digits.
+_MAX_EPOCH = 0xFFFFFFFF
+
+
 def source_date_epoch() -> int:
-    """Archive mtimes: SOURCE_DATE_EPOCH when set (reproducible-builds.org), else 0."""
+    """Archive mtimes: SOURCE_DATE_EPOCH when set (reproducible-builds.org), else 0.
+
+    A malformed value is an error, as the specification asks: silently using 0 would hide that the user's
+    epoch was ignored. ASCII digits only (`str.isdigit` also takes '²', which int() refuses)."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "0")
-    return int(value) if value.isdigit() else 0
+    if not (value.isascii() and value.isdigit() and int(value) <= _MAX_EPOCH):
+        raise PipelineError(
+            f"SOURCE_DATE_EPOCH={printable(value[:40])!r} is not a number of seconds from 0 to {_MAX_EPOCH} "
+            "(unset it, or give whole seconds since 1970)"
+        )
+    return int(value)
 
 
 def exports(cluster: Cluster) -> Rendered:

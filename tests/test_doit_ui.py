@@ -79,3 +79,18 @@ def test_doit_plan_exits_0_with_pending_changes_as_documented(workdir: Path) -> 
     assert cli.returncode == 2, cli.stdout + cli.stderr
     listing = _doit(workdir, "list")
     assert "(exits 0; `nfsroot plan` exits 2 on changes)" in listing.stdout
+
+
+@pytest.mark.parametrize("epoch", ["²", "-1", "1e9", "4294967296"])
+def test_a_malformed_source_date_epoch_is_an_error_not_a_crash_or_a_silent_zero(workdir: Path, epoch: str) -> None:
+    env = {**ENV, "SOURCE_DATE_EPOCH": epoch}
+    argv = [sys.executable, "-m", "doit", "run", "-f", str(REPO / "pipeline/tasks.py"), "-d", str(workdir)]
+    doit = subprocess.run(
+        [*argv, "--db-file", str(workdir / ".doit.db")], capture_output=True, text=True, env=env, check=False
+    )
+    assert doit.returncode == 1
+    assert "SOURCE_DATE_EPOCH=" in doit.stderr and "is not a number of seconds" in doit.stderr, doit.stderr
+    assert "Traceback" not in doit.stdout + doit.stderr
+    assert not (workdir / "build/gateway/srv/tftp").exists() or not any(
+        p.name.startswith("nfsroot-") for p in (workdir / "build/gateway/srv/tftp").iterdir()
+    )

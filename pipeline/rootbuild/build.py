@@ -22,7 +22,7 @@ DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z
 
 def root_epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH", "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_EPOCH
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else DEFAULT_EPOCH
 
 
 def mmdebstrap_version() -> str:
