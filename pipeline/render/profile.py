@@ -85,6 +85,14 @@ def binds(cluster: Cluster) -> tuple[Bind, ...]:
     return tuple(b for b in BINDS if b.path not in taken)
 
 
+def writable_paths(cluster: Cluster) -> tuple[str, ...]:
+    """The directories the profile makes writable on a node: its binds and its tmpfs."""
+    if not enabled(cluster):
+        return ()
+    tmpfs = () if TMPFS in {w.mount for w in cluster.writable} else (TMPFS,)
+    return tuple(b.path for b in binds(cluster)) + tmpfs
+
+
 def bind_source(cluster: Cluster, bind: Bind) -> str:
     """Where a node's copy of `bind.path` lives, as the node sees it."""
     return f"{cluster.node_dir.mount.rstrip('/')}/{STATE_DIR}{bind.path}"
