@@ -101,3 +101,15 @@ def test_nfsroot_audit_names_the_unit_and_the_path(
         }
     else:
         assert named == set()  # the shipped spec's profile covers systemd's own units
+
+
+def test_audit_before_anything_is_deployed_audits_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 13: `doit audit` right after a first `doit` failed on the missing target root."""
+    spec = tmp_path / "cluster.yaml"
+    shutil.copy(REPO / "cluster.yaml", spec)
+    assert main(["-f", str(spec), "audit"]) == 0
+    out = capsys.readouterr().out
+    assert "does not exist yet: audited the spec only" in out
+    assert main(["-f", str(spec), "audit", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["deployed"] is False and report["capabilities"] == [] and report["units"] == []

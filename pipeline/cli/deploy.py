@@ -8,6 +8,7 @@ Settings come from cluster.yaml's `deploy` section when the spec can be read, an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -137,6 +138,10 @@ def _unit_needs(s: Settings) -> list[UnitNeed]:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     s = settings(args)
+    deployed = s.target.is_dir()
+    if not deployed:
+        # Right after a first `doit` nothing is deployed yet: audit what the spec alone tells.
+        s = dataclasses.replace(s, client_root=None)
     findings = scan_capabilities(s.target, s.client_root) if s.client_root else []
     remedy = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
     warnings = lint_readonly_root(s.writable, s.symlinks, s.target, s.client_root) if s.writable is not None else []
@@ -151,9 +156,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 {"path": w.path, "severity": w.severity, "message": w.message, "remedy": w.remedy} for w in warnings
             ],
         }
-        print(json.dumps(report, indent=2, sort_keys=True))
+        print(json.dumps(report | {"deployed": deployed}, indent=2, sort_keys=True))
         return EXIT_OK
-    if not s.client_root:
+    if not deployed:
+        print(
+            f"target root {s.target} does not exist yet: audited the spec only; capabilities, machine-id and the "
+            "root's units need a deployed root (run `doit apply`, or give --target)"
+        )
+    elif not s.client_root:
         print("capabilities: not audited (no client root: give --client-root or a spec)")
     pending = {c.path for c in remedy}
     for f in findings:
