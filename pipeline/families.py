@@ -75,14 +75,14 @@ FAMILIES: dict[str, Family] = {
             "symlinks",
             "symlink plan: links and mount points in the read-only root, review text and JSON",
             ("name", "shares.paths", "root", "writable", "symlinks", "nodes.hostname", "nodes.known"),
-            ("render/symlinks.py",),
+            ("render/symlinks.py", "render/profile.py"),
             ("symlinks.txt.j2",),
         ),
         Family(
             "initrd",
             "boot script packed as an overlay initrd (or repacked into the distro initrd)",
             ("name", "gateway", "shares.paths", "root", "writable", "symlinks", "boot", "nodes.hostname"),
-            ("render/bootscript.py", "archive"),
+            ("render/bootscript.py", "render/profile.py", "archive"),
             ("initramfs",),
         ),
         Family(

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.errors import SpecError
 from pipeline.render.bootscript import (
+    BindStep,
     BootScriptContext,
     MountStep,
     NodeDir,
@@ -115,7 +116,26 @@ def test_context_of_the_seed_cluster() -> None:
         MountStep("/var/local", "rw", True, "/workers/", ""),
         MountStep("/home", "rw", False, "/workers/home", ""),
     )
-    assert ctx.seeds == ()
+    # root.profile: debian-systemd (on in the shipped spec): seeded files, binds, a tmpfs, the machine id.
+    assert ctx.seeds == (
+        SeedStep("/etc/resolv.conf", "/var/local/resolv.conf", "/var/local"),
+        SeedStep("/etc/adjtime", "/var/local/adjtime", "/var/local"),
+    )
+    assert BindStep("/var/log", "/var/local/state/var/log", ("journal",)) in ctx.binds
+    assert BindStep("/var/tmp", "/var/local/state/var/tmp", ()) in ctx.binds
+    assert BindStep("/var/lib/systemd", "/var/local/state/var/lib/systemd", ()) in ctx.binds
+    assert ctx.tmpfs == ("/tmp",)
+    assert ctx.machine_id == "/var/local/machine-id"
+    assert ctx.profile
+
+
+def test_profile_none_adds_nothing_to_the_script() -> None:
+    cluster, _ = load_cluster(REPO / "cluster.yaml")
+    plain = cluster.model_copy(update={"root": cluster.root.model_copy(update={"profile": "none"})})
+    ctx = bootscript_context(plain)
+    assert (ctx.seeds, ctx.binds, ctx.tmpfs, ctx.machine_id, ctx.profile) == ((), (), (), "", False)
+    text = render_context(ctx).decode()
+    assert "nfsroot_bind" not in text and "nfsroot_machine_id" not in text and "127.0.1.1" not in text
 
 
 def test_context_of_the_hostile_cluster() -> None:

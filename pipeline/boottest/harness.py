@@ -18,7 +18,7 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,9 @@ class BootOptions:
     with_rpcbind: bool = True  # False only to test the diagnosis of a missing rpcbind
     # Called once the NFS server is up, before any node boots (tests use it to break things on purpose).
     before_boot: Callable[[NfsServer], object] | None = None
+    # Serve these directories (gateway path -> local directory) as the shares, as `apply` left them, instead
+    # of a busybox client root: a real root's boot test. They are kept from one run to the next.
+    share_dirs: Mapping[str, Path] | None = None
 
 
 @dataclass
@@ -61,7 +64,8 @@ def _share_dir_name(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", path.strip("/")) or "root"
 
 
-def _prepare_shares(target: BootTarget, workdir: Path, client_root: Path) -> dict[str, Path]:
+def prepare_shares(target: BootTarget, workdir: Path, client_root: Path) -> dict[str, Path]:
+    """The served directory of every share, with what `apply` creates before any node boots."""
     exports: dict[str, Path] = {}
     for share in sorted(target.shares):
         exports[share] = client_root if share == target.root_share else workdir / "shares" / _share_dir_name(share)
@@ -137,11 +141,14 @@ def _boot_target(target: BootTarget, workdir: Path, options: BootOptions) -> Boo
     workdir.mkdir(parents=True)
     logs = workdir / "logs"
     logs.mkdir()
-    layout = ClientRootLayout(dict(target.symlinks), [w.mount for w in target.writable])
-    client_root = build_client_root(workdir / "clientroot", layout, make_symlinks=target.manifest is None)
-    exports = _prepare_shares(target, workdir, client_root)
-    if target.manifest is not None:
-        apply_share_entries(target.manifest, target.manifest.parent, exports)
+    if options.share_dirs is not None:
+        exports = {share: Path(options.share_dirs[share]).resolve() for share in target.shares}
+    else:
+        layout = ClientRootLayout(dict(target.symlinks), [w.mount for w in target.writable])
+        client_root = build_client_root(workdir / "clientroot", layout, make_symlinks=target.manifest is None)
+        exports = prepare_shares(target, workdir, client_root)
+        if target.manifest is not None:
+            apply_share_entries(target.manifest, target.manifest.parent, exports)
     tftp = assemble_tftp(target, workdir / "tftp")
     notes = list(tftp.notes)
     qemu.check_qemu()

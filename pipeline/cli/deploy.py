@@ -8,6 +8,7 @@ Settings come from cluster.yaml's `deploy` section when the spec can be read, an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -17,10 +18,12 @@ from pathlib import Path
 from pipeline.cli import EXIT_CHANGES, EXIT_OK, bounded_int
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_atomic
+from pipeline.render import profile
 from pipeline.spec.load import load_cluster
 from pipeline.spec.locate import spec_locator
 from pipeline.spec.model import Cluster, Deploy
 from pipeline.state.apply import ApplyOptions, apply_plan
+from pipeline.state.audit_units import UnitNeed, uncovered, unit_needs
 from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capabilities
 from pipeline.state.changes import Plan
 from pipeline.state.deploy import plan_target
@@ -74,6 +77,9 @@ def settings(args: argparse.Namespace) -> Settings:
     keep: int = args.keep_initrds if args.keep_initrds is not None else (deploy.keep_initrds if deploy else 2)
     writable = tuple(w.mount for w in cluster.writable) if cluster is not None else None
     symlinks = tuple(cluster.symlinks) if cluster is not None else ()
+    if cluster is not None and writable is not None:  # what root.profile makes writable counts too
+        writable += profile.writable_paths(cluster)
+        symlinks += tuple(link.path for link in profile.links(cluster))
     spec = spec_path if cluster is not None else None
     return Settings(Path(target), Path(args.build), client_root, remedy, keep, reload_argv, writable, symlinks, spec)
 
@@ -129,33 +135,59 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _unit_needs(s: Settings) -> list[UnitNeed]:
+    """Paths the root's units declare writable that stay read-only (needs the root and the spec)."""
+    if s.writable is None or not s.client_root:
+        return []
+    root = s.target / s.client_root.lstrip("/")
+    if not root.is_dir():
+        return []
+    return uncovered(unit_needs(root), s.writable, s.symlinks)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     s = settings(args)
+    deployed = s.target.is_dir()
+    if not deployed:
+        # Right after a first `doit` nothing is deployed yet: audit what the spec alone tells.
+        s = dataclasses.replace(s, client_root=None)
     findings = scan_capabilities(s.target, s.client_root) if s.client_root else []
     remedy = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
     warnings = lint_readonly_root(s.writable, s.symlinks, s.target, s.client_root) if s.writable is not None else []
+    units = _unit_needs(s)
     if args.json:
         report = {
             "client_root": s.client_root,
             "capabilities": [{"path": f.path, "caps": f.caps} for f in findings],
             "remedy": {"name": s.remedy, "changes": [c.path for c in remedy]},
+            "units": [{"unit": n.unit, "key": n.key, "path": n.path, "at_boot": n.at_boot} for n in units],
             "lint": [
                 {"path": w.path, "severity": w.severity, "message": w.message, "remedy": w.remedy} for w in warnings
             ],
         }
-        print(json.dumps(report, indent=2, sort_keys=True))
+        print(json.dumps(report | {"deployed": deployed}, indent=2, sort_keys=True))
         return EXIT_OK
-    if not s.client_root:
+    if not deployed:
+        print(
+            f"target root {s.target} does not exist yet: audited the spec only; capabilities, machine-id and the "
+            "root's units need a deployed root (run `doit apply`, or give --target)"
+        )
+    elif not s.client_root:
         print("capabilities: not audited (no client root: give --client-root or a spec)")
+    pending = {c.path for c in remedy}
     # Names come from the client root: escaped, so a crafted file name cannot fake lines (issue 12 defect 11).
     for f in findings:
-        print(f"capability: {printable(f.path)}: {f.caps} (lost over NFS)")
+        # A capability whose remedy is in place (setuid applied, the sysctl file there) needs nothing more.
+        if s.remedy == "none" or f.path in pending or (s.remedy == "ping_group_range" and bool(remedy)):
+            print(f"capability: {printable(f.path)}: {f.caps} (lost over NFS)")
     for c in remedy:
         print(f"remedy {s.remedy}: {c.op} {printable(c.path)}")
     if s.writable is None:
         print("read-only root lint: skipped (needs the spec)")
     for w in warnings:
         print(printable(str(w)))
+    for need in units:
+        print(f"warning: {printable(str(need))}")
     return EXIT_OK
 
 

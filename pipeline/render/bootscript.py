@@ -16,6 +16,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import Problem, SpecError
+from pipeline.render import profile
 from pipeline.render.templating import TEMPLATES, compiled_templates
 from pipeline.spec.model import SKELETON_DIR, Cluster, Writable
 from pipeline.spec.types import MAC_PLACEHOLDER
@@ -93,6 +94,15 @@ class SeedStep:
 
 
 @dataclass(frozen=True)
+class BindStep:
+    """root.profile: the node's copy SOURCE (on its own mount) bound over PATH, with SUBDIRS made in it."""
+
+    path: str
+    source: str
+    subdirs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class BootScriptContext:
     cluster: str
     gateway: str
@@ -110,6 +120,12 @@ class BootScriptContext:
     shares: tuple[ShareStep, ...]
     mounts: tuple[MountStep, ...]
     seeds: tuple[SeedStep, ...]
+    # root.profile: bind mounts from the node's directory, tmpfs mounts, the file /etc/machine-id links to.
+    binds: tuple[BindStep, ...] = ()
+    tmpfs: tuple[str, ...] = ()
+    machine_id: str = ""
+    homes: tuple[str, ...] = ()  # shared writable mounts where users' missing homes are made
+    profile: bool = False  # also drops the root's stale `127.0.1.1 <installer's host name>` from hosts
 
 
 def _split_export(cluster: Cluster, w: Writable) -> tuple[str, str]:
@@ -155,6 +171,10 @@ def _generated_file(cluster: Cluster, link: str, name: str) -> tuple[str, str]:
     return target, mount.mount
 
 
+def taken_mounts(cluster: Cluster) -> set[str]:
+    return {w.mount for w in cluster.writable}
+
+
 def bootscript_context(cluster: Cluster) -> BootScriptContext:
     """The data the boot script template needs, from the spec. Pure."""
     node_dir = cluster.node_dir
@@ -184,6 +204,10 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
         for source, target in cluster.symlinks.items()
         if source not in GENERATED_SYMLINKS
     )
+    seeds += tuple(
+        SeedStep(link.path, link.target, node_dir.mount) for link in profile.links(cluster) if link.how == "seed"
+    )
+    machine_id = next((x.target for x in profile.links(cluster) if x.how == "machine-id"), "")
     hostname_file, hostname_mount = _generated_file(cluster, "/etc/hostname", "hostname")
     hosts_file, hosts_mount = _generated_file(cluster, "/etc/hosts", "hosts")
     return BootScriptContext(
@@ -203,6 +227,11 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
         shares=tuple(shares.values()),
         mounts=tuple(mounts),
         seeds=seeds,
+        binds=tuple(BindStep(b.path, profile.bind_source(cluster, b), b.subdirs) for b in profile.binds(cluster)),
+        tmpfs=(profile.TMPFS,) if profile.enabled(cluster) and profile.TMPFS not in taken_mounts(cluster) else (),
+        machine_id=machine_id,
+        homes=tuple(w.mount for w in cluster.writable if not w.per_node) if profile.enabled(cluster) else (),
+        profile=profile.enabled(cluster),
     )
 
 

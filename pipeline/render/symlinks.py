@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from pipeline.render import profile
 from pipeline.render.artifact import Artifact, ReviewDoc
 from pipeline.render.templating import render
 from pipeline.spec.model import SKELETON_DIR, Cluster, Writable
@@ -47,7 +48,7 @@ def render_symlink_artifacts(cluster: Cluster) -> list[Artifact]:
                 preserve=_in_root(cluster, SKELETON_DIR + source),
             )
         )
-    return artifacts
+    return artifacts + profile.artifacts(cluster)
 
 
 def symlink_plan(cluster: Cluster) -> dict[str, object]:
@@ -96,6 +97,7 @@ def symlink_plan(cluster: Cluster) -> dict[str, object]:
         ],
         "symlinks": links,
         "nodes": nodes,
+        "profile": profile.review(cluster),
     }
 
 

@@ -78,6 +78,11 @@ class RootMount(_Part):
 
     share: Name = Field(description="Name of the share holding the OS root.")
     options: tuple[MountOption, ...] = Field(("ro",), description="klibc nfsmount options for nfsroot=.")
+    profile: Literal["debian-systemd", "none"] = Field(
+        "none",
+        description="What the root's distribution needs per node (docs/profile.md): debian-systemd adds per-node "
+        "/var/log, /var/tmp, /var/lib/systemd …, machine-id and ssh host keys; none adds nothing.",
+    )
 
 
 class Writable(_Part):
