@@ -24,6 +24,8 @@ PARTS = (
     "nodes.known",
     "deploy",
     "rootfs",
+    "firmware",
+    "dhcp",
 )
 
 
@@ -99,6 +101,13 @@ FAMILIES: dict[str, Family] = {
             # The installed files are inputs too (absolute paths): a package upgrade restages them.
             ("render/loader.py", *LOADER_PATHS),
             (),
+        ),
+        Family(
+            "dnsmasq",
+            "dnsmasq DHCP (full or proxy) and TFTP configuration, a boot loader per client architecture",
+            ("name", "gateway", "nodes.hostname", "nodes.known", "firmware", "dhcp"),
+            ("render/dnsmasq.py", "render/firmware.py"),
+            ("dnsmasq.conf.j2",),
         ),
         Family(
             "pxelinux",

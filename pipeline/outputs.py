@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.families import DERIVED_PARTS, FAMILIES, PARTS, SCRIPT_NAME, SCRIPT_REVIEW, Family
 from pipeline.render.artifact import Artifact, ReviewDoc
 from pipeline.render.bootfiles import distro_initrd_name, render_bootfiles
+from pipeline.render.dnsmasq import render_dnsmasq
 from pipeline.render.exports import render_exports
 from pipeline.render.hosts import render_hosts
 from pipeline.render.pxelinux import render_pxelinux
@@ -50,6 +51,10 @@ def symlinks(cluster: Cluster) -> Rendered:
 
 def bootfiles(cluster: Cluster) -> Rendered:
     return Rendered(render_bootfiles(cluster), [])
+
+
+def dnsmasq(cluster: Cluster) -> Rendered:
+    return Rendered(render_dnsmasq(cluster), [])
 
 
 def loader(cluster: Cluster) -> Rendered:
@@ -111,4 +116,5 @@ SIMPLE: dict[str, Callable[[Cluster], Rendered]] = {
     "symlinks": symlinks,
     "bootfiles": bootfiles,
     "loader": loader,
+    "dnsmasq": dnsmasq,
 }

@@ -32,9 +32,11 @@ def _strictly_under(path: str, parent: str) -> bool:
 
 
 def semantic_problems(c: Cluster) -> list[Finding]:
+    from pipeline.spec.dhcp import dhcp_problems
+
     return (
         list(_gateway(c)) + list(_shares(c)) + list(_mounts(c)) + list(_symlinks(c)) + list(_nodes(c)) + list(_boot(c))
-    )
+    ) + list(dhcp_problems(c))
 
 
 def _gateway(c: Cluster) -> Iterator[Finding]:
