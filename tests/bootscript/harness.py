@@ -63,7 +63,7 @@ BASE_SPEC: dict[str, Any] = {
         "/etc/adjtime": "/var/local/adjtime",
         "/etc/ssh/ssh_host_ed25519_key": "/var/local/ssh/ssh_host_ed25519_key",
     },
-    "boot": {"kernel": "vmlinuz", "initrd": "initrd.img", "mount_retries": 3},
+    "boot": {"kernel": "6.1.0-21-amd64", "mount_retries": 3},
     "nodes": {"hostname": "worker-node-{mac}"},
 }
 
@@ -110,7 +110,7 @@ HOSTILE_SPEC: dict[str, Any] = spec(
         "/etc/a@b": "/var/-local/a@b",
     },
     root={"share": "clients"},
-    boot={"kernel": "k", "initrd": "i", "on_failure": "continue", "mount_retries": 0},
+    boot={"kernel": "6.1.0-21-amd64", "on_failure": "continue", "mount_retries": 0},
     nodes={"hostname": "n{mac}-{mac}"},
 )
 
