@@ -58,13 +58,16 @@ def dnsmasq(cluster: Cluster) -> Rendered:
 
 
 def loader(cluster: Cluster) -> Rendered:
-    from pipeline.render.loader import read_loader_files, render_loader
+    from pipeline.render.loader import read_loader_files, render_loader, wanted_loaders
 
-    return Rendered(render_loader(cluster, read_loader_files()), [])
+    return Rendered(render_loader(cluster, read_loader_files(wanted_loaders(cluster))), [])
 
 
 def pxelinux(cluster: Cluster, initrds: list[str]) -> Rendered:
-    return Rendered(render_pxelinux(cluster, initrds), [])
+    """pxelinux configs, and GRUB's and iPXE's beside them when `firmware` asks for those loaders."""
+    from pipeline.render.bootcfg import render_bootcfg
+
+    return Rendered(render_pxelinux(cluster, initrds) + render_bootcfg(cluster, initrds), [])
 
 
 def boot_script(cluster: Cluster) -> bytes:
@@ -75,10 +78,12 @@ def boot_script(cluster: Cluster) -> bytes:
 
 def overlay_image(cluster: Cluster, script: bytes | None = None) -> tuple[str, bytes]:
     """The overlay initrd holding our boot script (rendered unless given) and its ORDER hook, named by content."""
-    from pipeline.archive.overlay import build_overlay, content_name, overlay_files
+    from pipeline.archive.overlay import build_overlay, compressed_overlay, content_name, overlay_files
 
     script = boot_script(cluster) if script is None else script
     data = build_overlay(overlay_files(script, SCRIPT_NAME), mtime=source_date_epoch())
+    if cluster.firmware.uefi == "ipxe":  # the EFI stub does not pad between initrds: see compressed_overlay
+        data = compressed_overlay(data)
     return content_name(data, prefix="nfsroot-", suffix=".img"), data
 
 

@@ -33,6 +33,7 @@ EDITS: dict[str, dict[int, str]] = {
     "deploy": {
         26: "deploy: {root: gateway/, exports_file: /etc/exports.d/cluster.exports, hosts_file: /etc/cluster-hosts}"
     },
+    "firmware": {26: "deploy: {root: gateway/}\nfirmware: {uefi: ipxe}"},
     "dhcp": {26: "deploy: {root: gateway/}\ndhcp: {mode: proxy}"},
 }
 
