@@ -47,6 +47,7 @@ def render_text(
     target_label: str | None = None,
     diffs: bool = True,
     reload: tuple[str, ...] | None = ("exportfs", "-ra"),
+    dnsmasq_reload: tuple[str, ...] | None = None,
 ) -> str:
     """The plan as a terraform-style summary; `reload` is the exports reload command, None when disabled."""
     lines = [f'nfsroot plan: cluster "{plan.cluster}", target {target_label or plan.target}', ""]
@@ -68,6 +69,12 @@ def render_text(
     elif plan.reload_exports:
         lines.append(
             "The exports change: reloading is disabled (deploy.reload: []), so reload the NFS server yourself."
+        )
+    if plan.reload_dnsmasq and dnsmasq_reload:
+        lines.append(f"The dnsmasq configuration changes: apply will run `{shlex.join(dnsmasq_reload)}` afterwards.")
+    elif plan.reload_dnsmasq:
+        lines.append(
+            "The dnsmasq configuration changes: reloading is disabled (dhcp.reload: []), restart dnsmasq yourself."
         )
     s = plan.summary
     lines.append(
@@ -100,6 +107,8 @@ def plan_to_json(plan: Plan) -> str:
         "journal": plan.journal,
         "warnings": list(plan.warnings),
     }
+    if plan.reload_dnsmasq:  # only when true: plans without DHCP read as before
+        doc["reload_dnsmasq"] = True
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -139,6 +148,7 @@ def plan_from_json(text: str, where: str) -> Plan:
             observed=observed,
             journal=str(doc["journal"]),
             reload_exports=bool(doc["reload_exports"]),
+            reload_dnsmasq=doc.get("reload_dnsmasq", False) is True,
             warnings=tuple(str(w) for w in doc["warnings"]),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
