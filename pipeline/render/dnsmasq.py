@@ -47,6 +47,7 @@ def render_dnsmasq(cluster: Cluster) -> list[Artifact]:
         bios_proxy=_proxy_basename(bios_file(cluster)),
         uefi=uefi_file(cluster),
         ipxe_script=IPXE_SCRIPT if uses_ipxe(cluster) else None,
+        not_ipxe="tag:!ipxe," if uses_ipxe(cluster) else "",
     )
     fields = (*FIELDS, "nodes") if hosts else FIELDS
     return [Artifact(dhcp.config_file, "file", "dnsmasq", fields, data)]
