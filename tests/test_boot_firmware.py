@@ -9,16 +9,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pipeline.boottest.harness import BootOptions, run_boottest
-from pipeline.boottest.lan import LanSettings
+from pipeline.boottest.lan import LanSettings, generated_dnsmasq
 from pipeline.boottest.prereqs import installed_kernels, missing_prerequisites
 from pipeline.boottest.proc import namespaces_usable
-from pipeline.render.dnsmasq import render_dnsmasq
 from pipeline.spec.load import load_cluster
 from pipeline.spec.model import Cluster
 from tests.prereq import need, require_program
@@ -50,17 +48,6 @@ def build(tmp_path: Path, kver: str, bios: str, uefi: str) -> tuple[Cluster, Pat
     return load_cluster(work / "cluster.yaml")[0], work / "build"
 
 
-def dnsmasq_for(cluster: Cluster) -> Callable[[Path], bytes]:
-    """The generated configuration, with the TFTP root moved to where the harness assembled it."""
-
-    def config(tftp: Path) -> bytes:
-        gateway = cluster.gateway.model_copy(update={"tftp_root": str(tftp)})
-        (artifact,) = render_dnsmasq(cluster.model_copy(update={"gateway": gateway}))
-        return artifact.data
-
-    return config
-
-
 @pytest.mark.parametrize(("firmware", "bios", "uefi"), [p[1:] for p in PATHS], ids=[p[0] for p in PATHS])
 def test_two_nodes_boot_through_the_generated_dnsmasq(firmware: str, bios: str, uefi: str, tmp_path: Path) -> None:
     missing = missing_prerequisites()
@@ -70,7 +57,7 @@ def test_two_nodes_boot_through_the_generated_dnsmasq(firmware: str, bios: str, 
     need(Path("/dev/net/tun").exists(), "/dev/net/tun is missing (tap devices)")
     kver = installed_kernels()[-1]
     cluster, built = build(tmp_path, kver, bios, uefi)
-    options = BootOptions(lan=LanSettings(firmware, dnsmasq_for(cluster)))
+    options = BootOptions(lan=LanSettings(firmware, generated_dnsmasq(cluster)))
     start = time.monotonic()
     run = run_boottest(built, cluster, MACS, workdir=tmp_path / "work", options=options)
     wall = time.monotonic() - start

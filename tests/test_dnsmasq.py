@@ -152,3 +152,31 @@ def test_reads_only_its_declared_parts_when_enabled() -> None:
         assert part in declared or not changed, f"dnsmasq changed when {part} was edited, but does not declare it"
         if part in ("name", "nodes.known", "nodes.hostname"):
             assert changed, part
+
+
+def test_boot_test_serves_the_generated_configuration_with_only_root_and_interface_moved(tmp_path: Path) -> None:
+    from pipeline.boottest.lan import BRIDGE, generated_dnsmasq
+
+    generated = config(SPECS["full.conf"]).decode()
+    served = generated_dnsmasq(parse(SPECS["full.conf"]))(tmp_path / "tftp").decode()
+    moved = generated.replace("tftp-root=/srv/tftp\n", f"tftp-root={tmp_path / 'tftp'}\n")
+    assert served == moved.replace("enable-tftp\n", f"interface={BRIDGE}\nenable-tftp\n")
+
+
+def test_boot_test_refuses_a_bridge_outside_a_namespace(tmp_path: Path) -> None:
+    from pipeline.boottest.errors import BootTestError
+    from pipeline.boottest.lan import Lan, LanSettings
+    from pipeline.boottest.proc import NetworkSandbox
+
+    settings = LanSettings("seabios", lambda tftp: b"")
+    with pytest.raises(BootTestError, match="needs its own network namespace"):
+        Lan(settings, NetworkSandbox(None), "192.168.77.1", "192.168.77.0/24", tmp_path, tmp_path)
+    with pytest.raises(BootTestError, match="unknown firmware"):
+        Lan(
+            LanSettings("coreboot", lambda tftp: b""),
+            NetworkSandbox("x"),
+            "192.168.77.1",
+            "192.168.77.0/24",
+            tmp_path,
+            tmp_path,
+        )

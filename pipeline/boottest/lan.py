@@ -21,6 +21,7 @@ from pipeline.boottest.proc import Daemon, NetworkSandbox, wait_until
 from pipeline.boottest.target import BootNode
 from pipeline.fsutil import write_atomic
 from pipeline.run import run
+from pipeline.spec.model import Cluster
 
 OVMF_DIR = Path("/usr/share/OVMF")
 # firmware name -> (code image, variable store template, Secure Boot); None: SeaBIOS.
@@ -37,6 +38,23 @@ class LanSettings:
     firmware: str
     # The dnsmasq configuration for a TFTP root (the harness's TFTP directory): the generated one.
     dnsmasq_config: Callable[[Path], bytes]
+
+
+def generated_dnsmasq(cluster: Cluster) -> Callable[[Path], bytes]:
+    """The dnsmasq configuration the pipeline generates for `cluster`, for a given TFTP root (the harness's)
+    and served on the test's bridge: only those two values differ from what the gateway gets."""
+    if cluster.dhcp is None:
+        raise BootTestError("the spec has no dhcp section: there is no generated dnsmasq to boot through")
+    dhcp = cluster.dhcp.model_copy(update={"interface": BRIDGE})
+
+    def config(tftp: Path) -> bytes:
+        from pipeline.render.dnsmasq import render_dnsmasq
+
+        gateway = cluster.gateway.model_copy(update={"tftp_root": str(tftp)})
+        (artifact,) = render_dnsmasq(cluster.model_copy(update={"gateway": gateway, "dhcp": dhcp}))
+        return artifact.data
+
+    return config
 
 
 def _dnsmasq() -> str:
@@ -73,7 +91,7 @@ class Lan:
             sandbox.wrap([
                 _dnsmasq(), "--keep-in-foreground", f"--conf-file={conf}", "--port=0", "--user=root", "--group=root",
                 f"--pid-file={workdir / 'dnsmasq.pid'}", f"--dhcp-leasefile={workdir / 'dnsmasq.leases'}", f"--log-facility={self.log}",
-                "--log-dhcp", "--bind-interfaces", f"--interface={BRIDGE}",
+                "--log-dhcp", "--bind-interfaces",
             ]),
             workdir / "dnsmasq.out",
         )  # fmt: skip
