@@ -99,8 +99,7 @@ def clusters(draw: st.DrawFn) -> Cluster:
         "writable": writable,
         "symlinks": symlinks,
         "boot": {
-            "kernel": "k",
-            "initrd": "i",
+            "kernel": "6.1.0-21-amd64",
             "on_failure": draw(st.sampled_from(["panic", "continue"])),
             "mount_retries": draw(st.integers(0, 30)),
         },
