@@ -33,6 +33,9 @@ PATHS = [
     ("ovmf-grub", "ovmf", "pxelinux", "grub"),
     ("ovmf-secureboot-shim", "ovmf-secureboot", "pxelinux", "shim"),
     ("ovmf-ipxe", "ovmf", "pxelinux", "ipxe"),
+    # QEMU's NIC ROM is iPXE already: dnsmasq hands it nfsroot.ipxe directly (user-class iPXE), so this runs
+    # the iPXE script under SeaBIOS but does not chainload undionly.kpxe (that needs a non-iPXE PXE ROM).
+    ("seabios-ipxe-script", "seabios", "ipxe", "none"),
 ]
 
 
