@@ -24,6 +24,8 @@ PARTS = (
     "nodes.known",
     "deploy",
     "rootfs",
+    "firmware",
+    "dhcp",
 )
 
 
@@ -35,10 +37,19 @@ def _share_paths(data: dict[str, Any]) -> Any:
 # script need the shares' paths, not their export options, so editing an option must not rerun them.
 DERIVED_PARTS: dict[str, Callable[[dict[str, Any]], Any]] = {"shares.paths": _share_paths}
 
-# pipeline.render.loader.LOADER_FILES, repeated here so listing tasks does not import the renderers.
+# pipeline.render.loader.ALL_LOADER_FILES, repeated here so listing tasks does not import the renderers.
 # Only those that exist: a missing one gets the renderer's message naming its package, not doit's.
 LOADER_PATHS = tuple(
-    p for p in ("/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/modules/bios/ldlinux.c32") if os.path.exists(p)
+    p
+    for p in (
+        "/usr/lib/PXELINUX/pxelinux.0",
+        "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+        "/usr/lib/shim/shimx64.efi.signed",
+        "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+        "/usr/lib/ipxe/snponly.efi",
+        "/usr/lib/ipxe/undionly.kpxe",
+    )
+    if os.path.exists(p)
 )
 
 SCRIPT_NAME = "nfsroot"  # /scripts/init-bottom/nfsroot in the initramfs
@@ -81,7 +92,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "initrd",
             "boot script packed as an overlay initrd (or repacked into the distro initrd)",
-            ("name", "gateway", "shares.paths", "root", "writable", "symlinks", "boot", "nodes.hostname"),
+            ("name", "gateway", "shares.paths", "root", "writable", "symlinks", "boot", "nodes.hostname", "firmware"),
             ("render/bootscript.py", "render/profile.py", "archive"),
             ("initramfs",),
         ),
@@ -94,18 +105,25 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             "loader",
-            "pxelinux.0 and ldlinux.c32 from Debian's pxelinux and syslinux-common",
-            ("name", "gateway"),
+            "pxelinux.0 and ldlinux.c32, and shim, GRUB or iPXE as firmware asks, from Debian's packages",
+            ("name", "gateway", "firmware"),
             # The installed files are inputs too (absolute paths): a package upgrade restages them.
             ("render/loader.py", *LOADER_PATHS),
             (),
         ),
         Family(
+            "dnsmasq",
+            "dnsmasq DHCP (full or proxy) and TFTP configuration, a boot loader per client architecture",
+            ("name", "gateway", "nodes.hostname", "nodes.known", "firmware", "dhcp"),
+            ("render/dnsmasq.py", "render/firmware.py"),
+            ("dnsmasq.conf.j2",),
+        ),
+        Family(
             "pxelinux",
-            "pxelinux.cfg/default and per-node 01-<mac> files",
-            ("name", "gateway", "shares.paths", "root", "boot", "nodes.known"),
-            ("render/pxelinux.py", "render/bootfiles.py"),
-            ("pxelinux.cfg.j2",),
+            "pxelinux.cfg/default and per-node 01-<mac> files; grub/grub.cfg and nfsroot.ipxe when firmware asks",
+            ("name", "gateway", "shares.paths", "root", "boot", "nodes.known", "firmware"),
+            ("render/pxelinux.py", "render/bootfiles.py", "render/bootcfg.py", "render/firmware.py"),
+            ("pxelinux.cfg.j2", "grub.cfg.j2", "nfsroot.ipxe.j2"),
         ),
     )
 }

@@ -16,6 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.families import DERIVED_PARTS, FAMILIES, PARTS, SCRIPT_NAME, SCRIPT_REVIEW, Family
 from pipeline.render.artifact import Artifact, ReviewDoc
 from pipeline.render.bootfiles import distro_initrd_name, render_bootfiles
+from pipeline.render.dnsmasq import render_dnsmasq
 from pipeline.render.exports import render_exports
 from pipeline.render.hosts import render_hosts
 from pipeline.render.pxelinux import render_pxelinux
@@ -66,14 +67,21 @@ def bootfiles(cluster: Cluster) -> Rendered:
     return Rendered(render_bootfiles(cluster), [])
 
 
-def loader(cluster: Cluster) -> Rendered:
-    from pipeline.render.loader import read_loader_files, render_loader
+def dnsmasq(cluster: Cluster) -> Rendered:
+    return Rendered(render_dnsmasq(cluster), [])
 
-    return Rendered(render_loader(cluster, read_loader_files()), [])
+
+def loader(cluster: Cluster) -> Rendered:
+    from pipeline.render.loader import read_loader_files, render_loader, wanted_loaders
+
+    return Rendered(render_loader(cluster, read_loader_files(wanted_loaders(cluster))), [])
 
 
 def pxelinux(cluster: Cluster, initrds: list[str]) -> Rendered:
-    return Rendered(render_pxelinux(cluster, initrds), [])
+    """pxelinux configs, and GRUB's and iPXE's beside them when `firmware` asks for those loaders."""
+    from pipeline.render.bootcfg import render_bootcfg
+
+    return Rendered(render_pxelinux(cluster, initrds) + render_bootcfg(cluster, initrds), [])
 
 
 def boot_script(cluster: Cluster) -> bytes:
@@ -84,10 +92,12 @@ def boot_script(cluster: Cluster) -> bytes:
 
 def overlay_image(cluster: Cluster, script: bytes | None = None) -> tuple[str, bytes]:
     """The overlay initrd holding our boot script (rendered unless given) and its ORDER hook, named by content."""
-    from pipeline.archive.overlay import build_overlay, content_name, overlay_files
+    from pipeline.archive.overlay import build_overlay, compressed_overlay, content_name, overlay_files
 
     script = boot_script(cluster) if script is None else script
     data = build_overlay(overlay_files(script, SCRIPT_NAME), mtime=source_date_epoch())
+    if cluster.firmware.uefi == "ipxe":  # the EFI stub does not pad between initrds: see compressed_overlay
+        data = compressed_overlay(data)
     return content_name(data, prefix="nfsroot-", suffix=".img"), data
 
 
@@ -125,4 +135,5 @@ SIMPLE: dict[str, Callable[[Cluster], Rendered]] = {
     "symlinks": symlinks,
     "bootfiles": bootfiles,
     "loader": loader,
+    "dnsmasq": dnsmasq,
 }

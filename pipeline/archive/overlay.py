@@ -14,6 +14,7 @@ the last to 4 KiB; a boot loader that takes one file needs the distro initrd pad
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import re
@@ -92,6 +93,14 @@ def build_overlay(entries: Sequence[Entry], *, mtime: int) -> bytes:
     out = io.BytesIO()
     write_archive(entries, out, mtime=mtime)
     return out.getvalue()
+
+
+def compressed_overlay(data: bytes) -> bytes:
+    """The overlay gzip-compressed, for loaders that join initrds without padding (the kernel's EFI stub, fed
+    `initrd=` files by iPXE EFI): the kernel finds a compressed archive at any offset, a plain one only at a
+    multiple of 4, and the distro initrd's length is any number. gzip, because every Debian kernel has it;
+    mtime 0 keeps the bytes (and so the content name) reproducible."""
+    return gzip.compress(data, compresslevel=9, mtime=0)
 
 
 def content_name(data: bytes, prefix: str = "nfsroot-", suffix: str = ".img") -> str:

@@ -25,8 +25,9 @@ from pathlib import Path
 from pipeline.boottest import qemu
 from pipeline.boottest.clientroot import ClientRootLayout, build_client_root
 from pipeline.boottest.errors import BootTestError
-from pipeline.boottest.nfsserver import Export, NfsServer, nfs_server
-from pipeline.boottest.proc import network_sandbox
+from pipeline.boottest.lan import Lan, LanSettings
+from pipeline.boottest.nfsserver import CLIENT_ADDRESS, Export, NfsServer, nfs_server
+from pipeline.boottest.proc import NetworkSandbox, network_sandbox
 from pipeline.boottest.shares import apply_share_entries
 from pipeline.boottest.target import DEFAULT_TEST_MACS, NODE, BootTarget, from_cluster
 from pipeline.boottest.tftp import assemble_tftp
@@ -45,6 +46,8 @@ class BootOptions:
     # Serve these directories (gateway path -> local directory) as the shares, as `apply` left them, instead
     # of a busybox client root: a real root's boot test. They are kept from one run to the next.
     share_dirs: Mapping[str, Path] | None = None
+    # Boot over a bridge in the namespace through the generated dnsmasq, with this firmware (lan.py).
+    lan: LanSettings | None = None
 
 
 @dataclass
@@ -123,6 +126,21 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _lan(
+    options: BootOptions, sandbox: NetworkSandbox, target: BootTarget, workdir: Path, tftp: Path
+) -> Iterator[Lan | None]:
+    if options.lan is None:
+        yield None
+        return
+    lan = Lan(options.lan, sandbox, target.gateway, target.network, workdir / "lan", tftp)
+    try:
+        lan.start()
+        yield lan
+    finally:
+        lan.stop()
+
+
 def boot_target(target: BootTarget, workdir: Path, options: BootOptions = BootOptions()) -> BootRun:
     """Boot every node of `target` against a fresh NFS server; servers and VMs are stopped before returning."""
     with _sigterm_unwinds():
@@ -153,10 +171,17 @@ def _boot_target(target: BootTarget, workdir: Path, options: BootOptions) -> Boo
     notes = list(tftp.notes)
     qemu.check_qemu()
     results: list[NodeResult] = []
-    with network_sandbox(options.network) as sandbox:
+    with (
+        network_sandbox("netns" if options.lan else options.network) as sandbox,
+        _lan(options, sandbox, target, workdir, tftp.path) as lan,
+    ):
         notes.append(f"servers and nodes ran in {sandbox.describe()}")
         share_list = [Export(p, exports[p], target.shares[p]) for p in sorted(exports)]
-        with nfs_server(share_list, workdir / "nfs", sandbox, with_rpcbind=options.with_rpcbind) as server:
+        clients = f"{CLIENT_ADDRESS}, {target.network}" if lan else CLIENT_ADDRESS
+        argv_for = (lambda node, log: lan.qemu_argv(node, log, options.vm.accel, options.vm.memory_mb)) if lan else None
+        with nfs_server(
+            share_list, workdir / "nfs", sandbox, with_rpcbind=options.with_rpcbind, clients=clients
+        ) as server:
             if options.before_boot is not None:
                 options.before_boot(server)
             nodes_all = list(target.nodes)
@@ -172,7 +197,7 @@ def _boot_target(target: BootTarget, workdir: Path, options: BootOptions) -> Boo
                         )
                     continue
                 gw, net = target.gateway, target.network
-                with qemu.running_vms(nodes, tftp.path, logs, sandbox, gw, net, options.vm) as runs:
+                with qemu.running_vms(nodes, tftp.path, logs, sandbox, gw, net, options.vm, argv_for) as runs:
                     qemu.watch(runs, options.vm, health=server.health)
                 results.extend(_result(target, exports, run) for run in runs)
     return BootRun(results, notes, workdir)

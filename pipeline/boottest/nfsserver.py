@@ -64,8 +64,11 @@ def _quote(value: str) -> str:
     return f'"{value}"'
 
 
-def render_ganesha_config(exports: Sequence[Export], *, bind_loopback: bool, plugins: str) -> str:
-    """ganesha.conf for `exports`: NFSv3 over TCP only, no NLM/rquota/UDP, loopback clients only."""
+def render_ganesha_config(
+    exports: Sequence[Export], *, bind_loopback: bool, plugins: str, clients: str = CLIENT_ADDRESS
+) -> str:
+    """ganesha.conf for `exports`: NFSv3 over TCP only, no NLM/rquota/UDP, `clients` only (loopback, or the
+    test's bridged network as well)."""
     pseudos = [e.pseudo for e in exports]
     if len(set(pseudos)) != len(pseudos):
         raise NfsServerError(f"two exports share a gateway path: {sorted(pseudos)}")
@@ -97,7 +100,7 @@ def render_ganesha_config(exports: Sequence[Export], *, bind_loopback: bool, plu
             "\tSquash = No_Root_Squash;",
             "\tSecType = sys;",
             "\tFSAL { Name = VFS; }",
-            f"\tCLIENT {{ Clients = {CLIENT_ADDRESS}; Access_Type = {access}; }}",
+            f"\tCLIENT {{ Clients = {clients}; Access_Type = {access}; }}",
             "}",
         ]
     return "\n".join(lines) + "\n"
@@ -142,8 +145,11 @@ def _port_open(port: int) -> bool:
 class NfsServer:
     """rpcbind + ganesha serving `exports`, started and stopped as one; see `nfs_server()`."""
 
-    def __init__(self, exports: Sequence[Export], workdir: Path, sandbox: NetworkSandbox) -> None:
+    def __init__(
+        self, exports: Sequence[Export], workdir: Path, sandbox: NetworkSandbox, clients: str = CLIENT_ADDRESS
+    ) -> None:
         self.exports = list(exports)
+        self.clients = clients
         self.workdir = workdir
         self.sandbox = sandbox
         self.config = workdir / "ganesha.conf"
@@ -219,7 +225,9 @@ class NfsServer:
             if busy:
                 raise NfsServerError(f"ports already in use on 127.0.0.1: {busy}")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        text = render_ganesha_config(self.exports, bind_loopback=not self.sandbox.isolated, plugins=plugin_dir())
+        text = render_ganesha_config(
+            self.exports, bind_loopback=not self.sandbox.isolated, plugins=plugin_dir(), clients=self.clients
+        )
         write_atomic(self.config, text.encode())
         if with_rpcbind:
             self.rpcbind.start()
@@ -252,11 +260,16 @@ class NfsServer:
 
 @contextlib.contextmanager
 def nfs_server(
-    exports: Sequence[Export], workdir: Path, sandbox: NetworkSandbox, *, with_rpcbind: bool = True
+    exports: Sequence[Export],
+    workdir: Path,
+    sandbox: NetworkSandbox,
+    *,
+    with_rpcbind: bool = True,
+    clients: str = CLIENT_ADDRESS,
 ) -> Iterator[NfsServer]:
     """Serve `exports` for the duration of the block; both daemons are stopped however the block ends."""
     with harness_lock():
-        server = NfsServer(exports, workdir, sandbox)
+        server = NfsServer(exports, workdir, sandbox, clients)
         try:
             server.start(with_rpcbind=with_rpcbind)
             yield server

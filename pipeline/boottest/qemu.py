@@ -184,15 +184,18 @@ def running_vms(
     gateway: str,
     network: str,
     vm: VmSettings,
+    argv_for: Callable[[BootNode, Path], list[str]] | None = None,
 ) -> Iterator[list[VmRun]]:
-    """Start one VM per node; every VM still running is stopped when the block ends, however it ends."""
+    """Start one VM per node; every VM still running is stopped when the block ends, however it ends.
+    `argv_for(node, serial_log)` replaces the user-network command line (the bridged LAN: lan.py)."""
     check_qemu()
     runs: list[VmRun] = []
     try:
         for node in nodes:
             log = logs / f"{node.id}.serial.log"
             log.unlink(missing_ok=True)
-            argv = sandbox.wrap(qemu_argv(node, tftp, log, gateway, network, vm))
+            command = argv_for(node, log) if argv_for else qemu_argv(node, tftp, log, gateway, network, vm)
+            argv = sandbox.wrap(command)
             daemon = Daemon(f"qemu {node.mac}", argv, logs / f"{node.id}.qemu.log")
             runs.append(VmRun(node, log, daemon))
             daemon.start()

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.boottest.clientroot import fetch_static_busybox
 from pipeline.boottest.harness import BootOptions, BootRun, run_boottest
+from pipeline.boottest.lan import FIRMWARE, LanSettings, generated_dnsmasq
 from pipeline.boottest.qemu import VmSettings
 from pipeline.boottest.realroot import run_root_boottest
 from pipeline.boottest.target import DEFAULT_TEST_MACS
@@ -76,6 +77,7 @@ def _boottest(args: argparse.Namespace) -> int:
         parallel=not args.sequential,
         vm=VmSettings(accel=args.accel, memory_mb=args.memory, timeout=args.timeout),
         network=args.network,
+        lan=LanSettings(args.firmware, generated_dnsmasq(cluster)) if args.firmware else None,
     )
     if args.root is not None:
         if args.timeout == DEFAULT_TIMEOUT:
@@ -123,6 +125,12 @@ def register(sub: Any) -> None:
         choices=("auto", "netns", "host"),
         default="auto",
         help="run servers and VMs in a private loopback-only network namespace (auto: when root)",
+    )
+    p.add_argument(
+        "--firmware",
+        choices=tuple(FIRMWARE),
+        help="boot over a bridge in a network namespace through the spec's generated dnsmasq (dhcp section), "
+        "with this firmware; which loader each gets is the spec's firmware section",
     )
     p.add_argument("--fetch-busybox", action="store_true", help="download Debian's busybox-static first (apt)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")

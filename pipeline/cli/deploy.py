@@ -27,6 +27,7 @@ from pipeline.state.audit_units import UnitNeed, uncovered, unit_needs
 from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capabilities
 from pipeline.state.changes import Plan
 from pipeline.state.deploy import plan_target
+from pipeline.state.dnsmasqcheck import check_dnsmasq
 from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
 from pipeline.state.render import plan_to_json, read_plan_file, render_text
@@ -46,6 +47,7 @@ class Settings:
     writable: tuple[str, ...] | None  # None when no spec was read (lint needs it)
     symlinks: tuple[str, ...]
     spec: Path | None = None  # cluster.yaml, when it exists: errors found at plan time point into it
+    dnsmasq_reload: tuple[str, ...] | None = None  # dhcp.reload; None: not configured or disabled
 
 
 def _spec(path: Path) -> Cluster | None:
@@ -81,14 +83,19 @@ def settings(args: argparse.Namespace) -> Settings:
         writable += profile.writable_paths(cluster)
         symlinks += tuple(link.path for link in profile.links(cluster))
     spec = spec_path if cluster is not None else None
-    return Settings(Path(target), Path(args.build), client_root, remedy, keep, reload_argv, writable, symlinks, spec)
+    dnsmasq_reload: tuple[str, ...] | None = None
+    if cluster is not None and cluster.dhcp is not None and not getattr(args, "no_reload", False):
+        dnsmasq_reload = tuple(cluster.dhcp.reload) or None
+    return Settings(
+        Path(target), Path(args.build), client_root, remedy, keep, reload_argv, writable, symlinks, spec, dnsmasq_reload
+    )
 
 
 def make_target_plan(s: Settings, force: bool) -> Plan:
     """Observe the target and plan; the capabilities remedy is added when a client root is known."""
     extra = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
     locate = spec_locator(s.spec) if s.spec is not None else None
-    return plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate)
+    return check_dnsmasq(plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate), s.build)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -99,7 +106,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             write_atomic(Path(args.out), plan_to_json(plan).encode())
         except OSError as exc:
             raise PipelineError(f"{args.out}: cannot save the plan ({exc.strerror or exc})") from None
-    text = render_text(plan, diffs=not args.no_diff, reload=s.reload_argv)
+    text = render_text(plan, diffs=not args.no_diff, reload=s.reload_argv, dnsmasq_reload=s.dnsmasq_reload)
     sys.stdout.write(plan_to_json(plan) if args.json else text)
     return EXIT_CHANGES if plan.changes else EXIT_OK
 
@@ -107,20 +114,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     s = settings(args)
     if args.plan:
-        plan = read_plan_file(Path(args.plan))
+        plan = check_dnsmasq(read_plan_file(Path(args.plan)), s.build)
         verify = True
     else:
         plan = make_target_plan(s, args.force)
         verify = False
-    sys.stdout.write(render_text(plan, diffs=False, reload=s.reload_argv))
+    sys.stdout.write(render_text(plan, diffs=False, reload=s.reload_argv, dnsmasq_reload=s.dnsmasq_reload))
     if not plan.changes:
         return EXIT_OK
-    result = apply_plan(plan, s.target, s.build, ApplyOptions(s.reload_argv, args.force, verify))
+    result = apply_plan(plan, s.target, s.build, ApplyOptions(s.reload_argv, args.force, verify, s.dnsmasq_reload))
     print(f"Apply complete: {len(result.applied)} changes.")
     if result.backup_dir:
         print(f"Originals kept in {printable(str(s.target) + result.backup_dir)}")
     if result.reloaded and s.reload_argv:
         print(f"Exports reloaded: {printable(shlex.join(s.reload_argv))}")
+    if result.dnsmasq_reloaded and s.dnsmasq_reload:
+        print(f"dnsmasq reloaded: {printable(shlex.join(s.dnsmasq_reload))}")
     return EXIT_OK
 
 
@@ -231,7 +240,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p)
     p.add_argument("--plan", help="apply a plan saved with `plan --out`; refused if the target changed since")
     p.add_argument("--reload-cmd", help="command run when the exports changed (default: deploy.reload)")
-    p.add_argument("--no-reload", action="store_true", help="never run the exports reload command")
+    p.add_argument("--no-reload", action="store_true", help="never run the exports or dnsmasq reload commands")
     p.set_defaults(handler=cmd_apply)
 
     p = sub.add_parser("rollback", help="point the deployed pxelinux configs at the previous initrds")

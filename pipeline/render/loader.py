@@ -1,4 +1,6 @@
-"""pxelinux.0 and ldlinux.c32 in the TFTP root, from Debian's pxelinux and syslinux-common packages.
+"""Boot loaders in the TFTP root, from Debian's packages: pxelinux.0 and ldlinux.c32 always, and the ones the
+spec's `firmware` section asks for: shim and the signed netboot GRUB, iPXE's snponly.efi and undionly.kpxe.
+The TFTP root is flat, as the signed images require: shim loads `grubx64.efi` from its own directory.
 
 The bytes come from the build machine's packages (a file dependency of the task), each manifest entry names
 the package and its version, and the manifest's sha256 pins the exact file that apply installs.
@@ -19,6 +21,22 @@ LOADER_FILES = (
     ("pxelinux.0", "/usr/lib/PXELINUX/pxelinux.0", "pxelinux"),
     ("ldlinux.c32", "/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"),
 )
+SHIM = ("shimx64.efi", "/usr/lib/shim/shimx64.efi.signed", "shim-signed")
+GRUB = ("grubx64.efi", "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grub-efi-amd64-signed")
+SNPONLY = ("snponly.efi", "/usr/lib/ipxe/snponly.efi", "ipxe")
+UNDIONLY = ("undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe", "ipxe")
+# Every file any spec may ask for (families.LOADER_PATHS repeats the paths).
+ALL_LOADER_FILES = (*LOADER_FILES, SHIM, GRUB, SNPONLY, UNDIONLY)
+
+
+def wanted_loaders(cluster: Cluster) -> tuple[tuple[str, str, str], ...]:
+    """The loader files this cluster's firmware choices need, pxelinux's always (as before `firmware`)."""
+    extra = {"shim": (SHIM, GRUB), "grub": (GRUB,), "ipxe": (SNPONLY,), "none": ()}[cluster.firmware.uefi]
+    bios = (UNDIONLY,) if cluster.firmware.bios == "ipxe" else ()
+    return (*LOADER_FILES, *extra, *bios)
+
+
+_PXELINUX = {name for name, _, _ in LOADER_FILES}
 
 
 class LoaderMissingError(PipelineError):
@@ -33,10 +51,10 @@ class LoaderFile:
     data: bytes
 
 
-def read_loader_files() -> list[LoaderFile]:
+def read_loader_files(wanted: tuple[tuple[str, str, str], ...] = LOADER_FILES) -> list[LoaderFile]:
     """The installed files and their package versions (I/O: the task calls this, the renderer stays pure)."""
     found = []
-    for name, path, package in LOADER_FILES:
+    for name, path, package in wanted:
         try:
             data = Path(path).read_bytes()
         except FileNotFoundError:
@@ -53,7 +71,15 @@ def render_loader(cluster: Cluster, files: list[LoaderFile]) -> list[Artifact]:
     tftp = cluster.gateway.tftp_root.rstrip("/")
     return [
         Artifact(
-            f"{tftp}/{f.name}", "file", "loader", ("gateway.tftp_root", f"package {f.package} {f.version}"), f.data
+            f"{tftp}/{f.name}",
+            "file",
+            "loader",
+            (
+                "gateway.tftp_root",
+                *(("firmware",) if f.name not in _PXELINUX else ()),
+                f"package {f.package} {f.version}",
+            ),
+            f.data,
         )
         for f in files
     ]

@@ -33,6 +33,17 @@ def token(value: Any) -> str:
     return text
 
 
+# A dnsmasq field: no comma (the field separator), quote, whitespace or newline (a new directive).
+_DNSMASQ = re.compile(r"[A-Za-z0-9_.:/@-]+")
+
+
+def dnsmasq(value: Any) -> str:
+    text = str(value)
+    if not _DNSMASQ.fullmatch(text):
+        raise UnsafeValueError(f"refusing to render {text!r} into a dnsmasq configuration: not a plain field")
+    return text
+
+
 def shquote(value: Any) -> str:
     return shlex.quote(str(value))
 
@@ -81,6 +92,7 @@ def environment() -> SandboxedEnvironment:
     )
     env.filters["token"] = token
     env.filters["shquote"] = shquote
+    env.filters["dnsmasq"] = dnsmasq
     return env
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.spec.dhcp import Dhcp, Firmware
 from pipeline.spec.kernel import KernelChoice
 from pipeline.spec.rootfs import RootBuild
 from pipeline.spec.types import (
@@ -181,6 +182,8 @@ class Cluster(_Part):
     nodes: Nodes = Nodes()
     deploy: Deploy = Deploy()
     rootfs: RootBuild | None = Field(None, description="Build the root with mmdebstrap; absent: adopt it.")
+    firmware: Firmware = Field(Firmware(), description="Boot loaders per firmware; default: BIOS pxelinux only.")
+    dhcp: Dhcp | None = Field(None, description="Generate a dnsmasq DHCP/TFTP configuration; absent: none.")
 
     @field_validator("symlinks", mode="before")
     @classmethod

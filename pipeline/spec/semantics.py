@@ -34,6 +34,8 @@ _RUNTIME_DIRS = ("/proc", "/sys", "/dev", "/run")
 
 
 def semantic_problems(c: Cluster) -> list[Finding]:
+    from pipeline.spec.dhcp import dhcp_problems
+
     return (
         list(_gateway(c))
         + list(_shares(c))
@@ -43,6 +45,7 @@ def semantic_problems(c: Cluster) -> list[Finding]:
         + list(_boot(c))
         + collision_problems(c)
         + cmdline_problems(c)
+        + list(dhcp_problems(c))
     )
 
 

@@ -47,6 +47,7 @@ class ApplyOptions:
     reload_argv: tuple[str, ...] | None = ("exportfs", "-ra")  # None: never reload
     force: bool = False  # move non-empty directories that are in the way to the backups
     verify: bool = False  # check every observed fingerprint first (for plans saved earlier)
+    dnsmasq_reload_argv: tuple[str, ...] | None = None  # run when the dnsmasq configuration changed
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class ApplyResult:
     applied: tuple[Change, ...]
     backup_dir: str | None  # gateway path of this run's backups, if anything was backed up
     reloaded: bool
+    dnsmasq_reloaded: bool = False
 
 
 def _tmp_name(name: str) -> str:
@@ -494,6 +496,10 @@ def apply_plan(
             if plan.reload_exports and opts.reload_argv:
                 run(list(opts.reload_argv))
                 reloaded = True
+            dnsmasq_reloaded = False
+            if plan.reload_dnsmasq and opts.dnsmasq_reload_argv:
+                run(list(opts.dnsmasq_reload_argv))
+                dnsmasq_reloaded = True
             for change in final:
                 writer.execute(change, _content(change, build, root))
     except OSError as exc:
@@ -501,7 +507,7 @@ def apply_plan(
             f"apply stopped at {at} in {target}: {exc.strerror or exc}; every path is "
             "old or new, so fix that and rerun apply to finish"
         ) from exc
-    return ApplyResult(plan.changes, writer.backup_dir, reloaded)
+    return ApplyResult(plan.changes, writer.backup_dir, reloaded, dnsmasq_reloaded)
 
 
 def _lock(root: TargetRoot) -> None:

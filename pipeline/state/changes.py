@@ -53,6 +53,7 @@ class Plan:
     observed: dict[str, str] = field(default_factory=dict)  # path -> fingerprint, every path looked at
     journal: str = ""  # record written before the first change so an interrupted apply can be finished
     reload_exports: bool = False
+    reload_dnsmasq: bool = False
     warnings: tuple[str, ...] = ()
 
     @property

@@ -329,6 +329,7 @@ def make_plan(
         )
     body = sorted(dirs, key=lambda c: c.path) + sorted(leaves, key=lambda c: c.path) + removals
     reload_exports = record.reload_pending or any(c.role == "exports" for c in body)
+    reload_dnsmasq = record.dnsmasq_pending or any(c.role == "dnsmasq" for c in body)
 
     entries = {
         e.path: Deployed(e.kind, e.role, getattr(e, "sha256", None), getattr(e, "target", None))
@@ -339,7 +340,9 @@ def make_plan(
     new_record = Record(desired.manifest.cluster, entries, gens, reload_pending=False)
     text = new_record.render()
     union = {**record.entries, **entries}
-    journal = Record(desired.manifest.cluster, union, gens + dropped, reload_pending=reload_exports).render()
+    journal = Record(
+        desired.manifest.cluster, union, gens + dropped, reload_pending=reload_exports, dnsmasq_pending=reload_dnsmasq
+    ).render()
     if journal == text:
         journal = ""  # nothing an interrupted apply would need to finish
     state = observed.get(STATE_PATH)
@@ -370,5 +373,6 @@ def make_plan(
         observed={p: f.fingerprint for p, f in sorted(observed.facts.items())},
         journal=journal,
         reload_exports=reload_exports,
+        reload_dnsmasq=reload_dnsmasq,
         warnings=tuple(warnings),
     )

@@ -37,6 +37,7 @@ class Record:
     entries: dict[str, Deployed] = field(default_factory=dict)
     initrds: tuple[tuple[str, ...], ...] = ()
     reload_pending: bool = False
+    dnsmasq_pending: bool = False  # the dnsmasq reload still owed (written only when true: older records lack it)
 
     def render(self) -> str:
         doc = {
@@ -48,6 +49,8 @@ class Record:
             "initrds": [list(gen) for gen in self.initrds],
             "reload_pending": self.reload_pending,
         }
+        if self.dnsmasq_pending:
+            doc["dnsmasq_reload_pending"] = True
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -65,12 +68,15 @@ def parse_record(text: str, where: str = STATE_PATH) -> Record:
             entries[path] = Deployed(kind, role, raw.get("sha256"), raw.get("target"))
         initrds = tuple(tuple(check_gateway_path(p) for p in gen) for gen in doc["initrds"])
         reload_pending = doc["reload_pending"]
+        dnsmasq_pending = doc.get("dnsmasq_reload_pending", False)
         if not isinstance(reload_pending, bool) or not isinstance(doc["cluster"], str):
             raise ValueError("bad reload_pending or cluster")
+        if not isinstance(dnsmasq_pending, bool):
+            raise ValueError("bad dnsmasq_reload_pending")
     # RecursionError: json recurses per nesting level, and this file is not ours to trust (issue 12 defect 8).
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise RecordError(
             f"{where} in the target is not a valid deployed-state record ({exc}); "
             "move it aside if it is not nfsroot-pipeline's"
         ) from None
-    return Record(doc["cluster"], entries, initrds, reload_pending)
+    return Record(doc["cluster"], entries, initrds, reload_pending, dnsmasq_pending)

@@ -55,6 +55,7 @@ def render_text(
     diffs: bool = True,
     *,
     reload: tuple[str, ...] | None,
+    dnsmasq_reload: tuple[str, ...] | None = None,
 ) -> str:
     """The plan as a terraform-style summary; `reload` is the exports reload command that will really run,
     None when disabled (no default: a guessed command is what the plan used to print, issue 13)."""
@@ -80,6 +81,12 @@ def render_text(
         lines.append(
             "The exports change: reloading is disabled (deploy.reload: [] or --no-reload), "
             "so reload the NFS server yourself."
+        )
+    if plan.reload_dnsmasq and dnsmasq_reload:
+        lines.append(f"The dnsmasq configuration changes: apply will run `{shlex.join(dnsmasq_reload)}` afterwards.")
+    elif plan.reload_dnsmasq:
+        lines.append(
+            "The dnsmasq configuration changes: reloading is disabled (dhcp.reload: []), restart dnsmasq yourself."
         )
     s = plan.summary
     lines.append(
@@ -112,6 +119,8 @@ def plan_to_json(plan: Plan) -> str:
         "journal": plan.journal,
         "warnings": list(plan.warnings),
     }
+    if plan.reload_dnsmasq:  # only when true: plans without DHCP read as before
+        doc["reload_dnsmasq"] = True
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -151,6 +160,7 @@ def plan_from_json(text: str, where: str) -> Plan:
             observed=observed,
             journal=str(doc["journal"]),
             reload_exports=bool(doc["reload_exports"]),
+            reload_dnsmasq=doc.get("reload_dnsmasq", False) is True,
             warnings=tuple(str(w) for w in doc["warnings"]),
         )
     # RecursionError: json recurses per nesting level, and this file is not ours to trust (issue 12 defect 8).

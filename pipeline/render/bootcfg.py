@@ -1,0 +1,54 @@
+"""GRUB and iPXE configurations beside pxelinux's: the same kernel, initrds and command line, per node by MAC.
+
+- GRUB: Debian's signed netboot GRUB has the fixed prefix /grub, reads only `grub/grub.cfg` at the TFTP root
+  and looks up no per-MAC file, so grub.cfg itself dispatches on `$net_default_mac` (lowercase, colons) and
+  builds `BOOTIF=01-aa-bb-…` from it with `regexp`.
+- iPXE: `BOOTIF=01-${net0/mac:hexhyp}`, per node by comparing `${net0/mac}`. The EFI stub finds each initrd by
+  the `initrd=` name on the kernel line; it joins them without padding, which is why our overlay is compressed.
+
+Both carry the boot files' names as pxelinux does (boot/vmlinuz-<version>), with the role `pxelinux`, so plan
+rewrites them to the resolved names and rollback points them back, by the same code (pipeline/state/pxecfg.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.render.artifact import Artifact
+from pipeline.render.bootfiles import kernel_name
+from pipeline.render.firmware import IPXE_SCRIPT, uses_grub, uses_ipxe
+from pipeline.render.pxelinux import append_args
+from pipeline.render.templating import render
+from pipeline.spec.model import Cluster
+
+GRUB_CFG = "grub/grub.cfg"  # the signed netboot GRUB's fixed prefix (/grub) at the TFTP root
+FIELDS = ("name", "gateway", "root", "shares", "boot", "firmware")
+
+
+def _per_node(cluster: Cluster) -> list[tuple[str, list[str]]]:
+    """(MAC, extra arguments) of each node with overrides: what pxelinux's 01-<mac> files add to the default."""
+    common = len(append_args(cluster))
+    return [(n.mac, append_args(cluster, n)[common:]) for n in cluster.nodes.known if n.customised]
+
+
+def render_bootcfg(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
+    tftp = cluster.gateway.tftp_root.rstrip("/")
+    context = {
+        "name": cluster.name,
+        "kernel": kernel_name(cluster),
+        "initrds": list(initrds),
+        "append": append_args(cluster),
+        "nodes": _per_node(cluster),
+    }
+    fields = (*FIELDS, "nodes.known") if context["nodes"] else FIELDS
+    artifacts = []
+    if uses_grub(cluster):
+        artifacts += [
+            Artifact(f"{tftp}/grub", "dir", "pxelinux", ("firmware.uefi",), mode=0o755),
+            Artifact(f"{tftp}/{GRUB_CFG}", "file", "pxelinux", fields, render("grub.cfg.j2", **context)),
+        ]
+    if uses_ipxe(cluster):
+        initrd_args = [f"initrd={name.rpartition('/')[2]}" for name in initrds]
+        data = render("nfsroot.ipxe.j2", initrd_args=initrd_args, **context)
+        artifacts.append(Artifact(f"{tftp}/{IPXE_SCRIPT}", "file", "pxelinux", fields, data))
+    return artifacts
