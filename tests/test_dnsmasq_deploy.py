@@ -91,7 +91,7 @@ def test_plan_text_with_a_reload_command(tmp_path: Path) -> None:
     target = tmp_path / "t"
     target.mkdir()
     plan = plan_for(_build(tmp_path, 1, GOOD, "a\n"), target)
-    text = render_text(plan, dnsmasq_reload=("systemctl", "restart", "dnsmasq"))
+    text = render_text(plan, reload=None, dnsmasq_reload=("systemctl", "restart", "dnsmasq"))
     assert "The dnsmasq configuration changes: apply will run `systemctl restart dnsmasq` afterwards." in text
 
 
