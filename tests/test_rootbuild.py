@@ -167,13 +167,32 @@ def test_an_adopted_root_directory_is_never_replaced(tmp_path: Path) -> None:
     assert (target / "clients").is_dir() and not (target / "clients").is_symlink()
 
 
+def _apt_mirror() -> str | None:
+    """The Debian mirror this machine's apt uses (deb822 `URIs:` or one-line `deb URI suite`), if any."""
+    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for f in files:
+        try:
+            lines = f.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            words = line.split("#", 1)[0].split()
+            if words[:1] == ["URIs:"] and len(words) > 1 and words[1].startswith("http"):
+                return words[1]
+            if words[:1] == ["deb"] and len(words) > 2:
+                uri = next((w for w in words[1:] if w.startswith("http")), None)
+                if uri:
+                    return uri
+    return None
+
+
 @pytest.mark.boot
 def test_mmdebstrap_builds_a_small_root_with_users_and_packages(tmp_path: Path) -> None:
-    # Building needs a Debian mirror; this machine may talk only to loopback, so the test runs where
-    # NFSROOT_TEST_MIRROR names one (a local mirror or snapshot URL), e.g. in CI with network access.
-    mirror = os.environ.get("NFSROOT_TEST_MIRROR")
-    if not mirror:
-        pytest.skip("NFSROOT_TEST_MIRROR is not set (no Debian mirror may be reached from here)")
+    # Building needs a Debian mirror: the one this machine's apt uses (Debian's archive is reachable from these
+    # machines and CI), or NFSROOT_TEST_MIRROR (a local mirror or snapshot URL).
+    mirror = os.environ.get("NFSROOT_TEST_MIRROR") or _apt_mirror()
+    need(mirror is not None, "a Debian mirror in /etc/apt/sources.list* or NFSROOT_TEST_MIRROR")
+    assert mirror is not None
     need(os.geteuid() == 0 and shutil.which("mmdebstrap") is not None, "mmdebstrap as root")
     build = _rootfs(["rootfs:", f"  mirror: '{mirror}'", "  packages: [iputils-ping]", *SECTION[2:]])
     tarball, built = build_root(build, tmp_path / "rootfs")
