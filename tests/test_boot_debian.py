@@ -43,7 +43,7 @@ def _adopt_spec(tmp: Path, gateway_root: Path, kernel: str) -> Path:
     """The shipped cluster.yaml, moved onto QEMU's user network and deployed into `gateway_root`."""
     spec = yaml.safe_load((REPO / "cluster.yaml").read_text())
     spec["gateway"] |= {"address": "10.0.2.2", "network": "10.0.2.0/24"}
-    spec["boot"] |= {"kernel": f"vmlinuz-{kernel}", "initrd": f"initrd.img-{kernel}"}
+    spec["boot"]["kernel"] = kernel  # plan serves the root's own /boot/vmlinuz-<kernel> and initrd.img-<kernel>
     spec["boot"]["cmdline"] = ["console=ttyS0", "panic=-1"]
     spec["nodes"]["known"] = [{"mac": mac} for mac in MACS]
     spec["deploy"] |= {"root": str(gateway_root), "reload": []}
@@ -82,6 +82,10 @@ def test_debian_root_boots_clean_twice_on_two_nodes(tmp_path: Path) -> None:
     gw = tmp_path / "gw"
     clients = clone_root(cached, gw / "clients")
     (gw / "workers").mkdir(parents=True)
+    # The served kernel is the root's own (plan copies /clients/boot/* into the TFTP root): this machine's, whose
+    # modules debian_root() put into the root's /lib/modules.
+    for name in (f"vmlinuz-{kernel}", f"initrd.img-{kernel}"):
+        shutil.copy2(Path("/boot") / name, clients / "boot" / name)
     spec = _adopt_spec(tmp_path, gw, kernel)
     cluster, _ = load_cluster(spec)
     install_verdict(clients, cluster.node_dir.mount, [w.mount for w in cluster.writable], cluster.symlinks, "user")
