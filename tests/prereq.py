@@ -35,6 +35,8 @@ PACKAGES: dict[str, str] = {
     "mount": "mount",
     "umount": "mount",
     "useradd": "passwd",
+    "dnsmasq": "dnsmasq-base",
+    "grub-script-check": "grub-common",
 }
 
 
