@@ -17,7 +17,7 @@ from pipeline.boottest.errors import BootTestError, NfsServerError
 from pipeline.boottest.harness import BootOptions, boot_target
 from pipeline.boottest.nfsserver import Export, nfs_server, render_ganesha_config
 from pipeline.boottest.prereqs import installed_kernels, missing_prerequisites
-from pipeline.boottest.proc import Daemon, network_sandbox
+from pipeline.boottest.proc import NETNS_PREFIX, Daemon, network_sandbox, sweep_stale_namespaces
 from pipeline.boottest.qemu import VmRun, diagnose
 from pipeline.boottest.target import BootNode, BootTarget, WritableMount
 from pipeline.boottest.tftp import add_required_args, parse_pxelinux_cfg
@@ -396,3 +396,20 @@ def test_vm_that_hangs_is_stopped_at_the_timeout(tmp_path: Path) -> None:
     _until_over(silent, timeout=1)
     assert silent.failure is not None and silent.failure.startswith("nothing on the serial console after 1s")
     assert not silent.daemon.alive()
+
+
+def test_stale_namespaces_of_killed_runs_are_swept_and_live_ones_kept() -> None:
+    need(os.geteuid() == 0 and shutil.which("ip") is not None, "root and iproute2 for network namespaces")
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    dead = f"{NETNS_PREFIX}{pid_max + 1}-abcdef"  # above pid_max: no process can have it
+    alive = f"{NETNS_PREFIX}{os.getpid()}-abcdef"
+    other = f"someone-else-{pid_max + 1}"
+    for name in (dead, alive, other):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        assert dead in sweep_stale_namespaces()
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        assert dead not in left and alive in left and other in left
+    finally:
+        for name in (dead, alive, other):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)

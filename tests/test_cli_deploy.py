@@ -106,3 +106,35 @@ def test_nfsroot_honours_nfsroot_spec_and_nfsroot_build(
     monkeypatch.delenv("NFSROOT_BUILD")
     assert main(["plan", "--target", str(target)]) == 1
     assert "build/manifest.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "lo", "hi"),
+    [
+        ("--timeout", "-1", 10, 86400),
+        ("--timeout", "0", 10, 86400),
+        ("--timeout", "nan", 10, 86400),
+        ("--memory", "0", 256, 65536),
+        ("--memory", "-768", 256, 65536),
+        ("--memory", "\u0667\u0666\u0668", 256, 65536),  # Arabic-Indic 768
+    ],
+)
+def test_boottest_numbers_are_range_checked_before_anything_boots(
+    tmp_path: Path, flag: str, value: str, lo: int, hi: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-f", str(tmp_path / "none.yaml"), "boottest", f"{flag}={value}"])
+    assert exit_info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{flag}: must be a whole number from {lo} to {hi}" in err and repr(value) in err
+
+
+def test_keep_initrds_without_a_spec_defaults_to_the_spec_default(tmp_path: Path) -> None:
+    from pipeline.cli import build_parser
+    from pipeline.cli.deploy import settings
+    from pipeline.spec.model import Deploy
+
+    args = build_parser().parse_args(
+        ["-f", str(tmp_path / "none.yaml"), "plan", "--target", str(tmp_path / "t"), "--build", str(tmp_path / "b")]
+    )
+    assert settings(args).keep_initrds == Deploy.model_fields["keep_initrds"].default == 3

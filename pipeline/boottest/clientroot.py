@@ -107,6 +107,28 @@ def find_busybox() -> tuple[Path, list[Path]]:
     return Path(host), _shared_libraries(Path(host))
 
 
+def shared_checks(links: str, mounts: str) -> str:
+    """Report lines both test roots print (the busybox init here, the real root's verdict unit): the mounts,
+    each symlink and where it resolves, and one marker written per writable mount. `links` and `mounts` are
+    already shell-quoted words; the lines expect $P (the report prefix) and $node."""
+    return f"""while read -r dev mnt fstype opts rest; do
+  echo "${{P}}mount=$mnt $fstype $dev $opts"
+done < /proc/mounts
+for link in {links}; do
+  echo "${{P}}link=$link -> $(readlink "$link") resolves $(readlink -f "$link")"
+  if [ -r "$link" ]; then echo "${{P}}link-readable=$link"; fi
+done
+for m in {mounts}; do
+  f="$m/{MARKER_PREFIX}$node"
+  if echo "node=$node hostname=$(hostname)" > "$f" 2>/dev/null && sync; then
+    echo "${{P}}wrote=$f"
+  else
+    echo "${{P}}write-failed=$f"
+  fi
+done
+"""
+
+
 def render_init(layout: ClientRootLayout) -> str:
     """The client root's /sbin/init: report, write one marker per writable mount, power off."""
     links = " ".join(shlex.quote(p) for p in sorted(layout.symlinks))
@@ -123,22 +145,7 @@ echo "${{P}}node=$node"
 echo "${{P}}hostname=$(hostname)"
 echo "${{P}}kernel=$(uname -r)"
 echo "${{P}}cmdline=$(cat /proc/cmdline)"
-while read -r dev mnt fstype opts rest; do
-  echo "${{P}}mount=$mnt $fstype $dev $opts"
-done < /proc/mounts
-for link in {links}; do
-  echo "${{P}}link=$link -> $(readlink "$link") resolves $(readlink -f "$link")"
-  if [ -r "$link" ]; then echo "${{P}}link-readable=$link"; fi
-done
-for m in {mounts}; do
-  f="$m/{MARKER_PREFIX}$node"
-  if echo "node=$node hostname=$(hostname)" > "$f" 2>/dev/null && sync; then
-    echo "${{P}}wrote=$f"
-  else
-    echo "${{P}}write-failed=$f"
-  fi
-done
-echo {REPORT_END}
+{shared_checks(links, mounts)}echo {REPORT_END}
 sync
 poweroff -f
 sleep 30

@@ -115,6 +115,25 @@ def namespaces_usable() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
+NETNS_PREFIX = "nfsroot-boottest-"
+
+
+def sweep_stale_namespaces(netns_dir: Path = Path("/run/netns")) -> list[str]:
+    """Delete the namespaces of boot tests whose process is gone (a SIGKILLed run cannot clean up after
+    itself); returns their names. A name whose pid is alive, or that is not ours, is left alone."""
+    removed: list[str] = []
+    try:
+        names = sorted(os.listdir(netns_dir))
+    except OSError:
+        return removed
+    for name in names:
+        pid = name.removeprefix(NETNS_PREFIX).split("-", 1)[0]
+        if name.startswith(NETNS_PREFIX) and pid.isascii() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            run(["ip", "netns", "delete", name], check=False, timeout=30)
+            removed.append(name)
+    return removed
+
+
 @contextlib.contextmanager
 def network_sandbox(mode: str = "auto") -> Iterator[NetworkSandbox]:
     """`mode`: "netns" (required), "host" (no namespace) or "auto" (a namespace when root can make one)."""
@@ -123,7 +142,8 @@ def network_sandbox(mode: str = "auto") -> Iterator[NetworkSandbox]:
     if mode == "host" or (mode == "auto" and not namespaces_usable()):
         yield NetworkSandbox(None)
         return
-    name = f"nfsroot-boottest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    sweep_stale_namespaces()
+    name = f"{NETNS_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}"
     try:
         run(["ip", "netns", "add", name], timeout=30)
     except Exception as exc:

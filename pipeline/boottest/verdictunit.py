@@ -17,7 +17,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.boottest.clientroot import MARKER_PREFIX, REPORT_BEGIN, REPORT_END, REPORT_PREFIX
+from pipeline.boottest.clientroot import REPORT_BEGIN, REPORT_END, REPORT_PREFIX, shared_checks
 from pipeline.fsutil import write_atomic
 
 UNIT = "nfsroot-boottest-verdict.service"
@@ -51,22 +51,7 @@ echo "${{P}}journal-boots=$(journalctl --list-boots --no-pager 2>/dev/null | gre
 echo "${{P}}journal-dir=$(ls -d /var/log/journal/*/ 2>/dev/null | head -1)"
 echo "${{P}}hosts=$(tr '\\n\\t' '; ' </etc/hosts)"
 echo "${{P}}kernel=$(uname -r)"
-while read -r dev mnt fstype opts rest; do
-  echo "${{P}}mount=$mnt $fstype $dev $opts"
-done < /proc/mounts
-for link in {links}; do
-  echo "${{P}}link=$link -> $(readlink "$link") resolves $(readlink -f "$link")"
-  if [ -r "$link" ]; then echo "${{P}}link-readable=$link"; fi
-done
-for m in {mounts}; do
-  f="$m/{MARKER_PREFIX}$node"
-  if echo "node=$node hostname=$(hostname)" > "$f" 2>/dev/null && sync; then
-    echo "${{P}}wrote=$f"
-  else
-    echo "${{P}}write-failed=$f"
-  fi
-done
-for d in /tmp /var/tmp; do
+{shared_checks(links, mounts)}for d in /tmp /var/tmp; do
   if echo root > "$d/root-$node" && rm "$d/root-$node"; then echo "${{P}}root-writes=$d"; fi
   if runuser -u "$U" -- sh -c "echo u > $d/user-$node && rm $d/user-$node"; then echo "${{P}}user-writes=$d"; fi
 done

@@ -20,10 +20,10 @@ from pipeline.boottest.qemu import VmSettings
 from pipeline.boottest.realroot import run_root_boottest
 from pipeline.boottest.target import DEFAULT_TEST_MACS
 from pipeline.boottest.verdict import NodeResult
-from pipeline.cli import EXIT_ERROR, EXIT_OK
+from pipeline.cli import EXIT_ERROR, EXIT_OK, bounded_int
 from pipeline.spec.load import load_cluster
 
-DEFAULT_TIMEOUT = 240.0
+DEFAULT_TIMEOUT = 240
 REAL_ROOT_TIMEOUT = 900.0  # systemd under TCG on a shared machine took up to 6 minutes to multi-user
 TIMING_ORDER = ("kernel", "nfs_root", "init_bottom", "init", "report", "exit")
 
@@ -114,12 +114,17 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=bounded_int(10, 86400, "seconds per node"),
         default=DEFAULT_TIMEOUT,
         help=f"seconds per node (default: %(default)s; {REAL_ROOT_TIMEOUT:.0f} with --root)",
     )
     p.add_argument("--accel", default="tcg", help="QEMU accelerator (default: %(default)s)")
-    p.add_argument("--memory", type=int, default=768, help="MiB per node (default: %(default)s)")
+    p.add_argument(
+        "--memory",
+        type=bounded_int(256, 65536, "MiB per node; a Debian kernel and initrd need at least 256"),
+        default=768,
+        help="MiB per node (default: %(default)s)",
+    )
     p.add_argument(
         "--network",
         choices=("auto", "netns", "host"),

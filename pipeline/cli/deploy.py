@@ -76,7 +76,11 @@ def settings(args: argparse.Namespace) -> Settings:
     if client_root is None and cluster is not None:
         client_root = cluster.root_share.path
     remedy: str = args.capabilities or (deploy.capabilities if deploy is not None else "none")
-    keep: int = args.keep_initrds if args.keep_initrds is not None else (deploy.keep_initrds if deploy else 2)
+    keep: int = (
+        args.keep_initrds
+        if args.keep_initrds is not None
+        else (deploy.keep_initrds if deploy else Deploy.model_fields["keep_initrds"].default)
+    )
     writable = tuple(w.mount for w in cluster.writable) if cluster is not None else None
     symlinks = tuple(cluster.symlinks) if cluster is not None else ()
     if cluster is not None and writable is not None:  # what root.profile makes writable counts too
