@@ -53,3 +53,22 @@ def problems(text: str) -> list[str]:
     except SpecError as exc:
         return [str(p) for p in exc.problems]
     raise AssertionError("the spec was accepted")
+
+
+def issue_13_spec(second_subdir: str | None) -> dict[str, object]:
+    """The shape hypothesis found for issue 13: two per_node mounts of one share, a file of the same name in each.
+    Without a subdir on the second, both nodes' files land in one directory (the loader refuses it); with one,
+    it is valid (the boot-script property test pins it)."""
+    second: dict[str, object] = {"mount": "/y", "share": "b", "per_node": True}
+    if second_subdir is not None:
+        second["subdir"] = second_subdir
+    return {
+        "name": "a",
+        "gateway": {"address": "10.0.2.2", "network": "10.0.2.0/24"},
+        "shares": {"a": {"path": "/a", "access": "ro"}, "b": {"path": "/b", "access": "rw"}},
+        "root": {"share": "a"},
+        "writable": [{"mount": "/x", "share": "b", "per_node": True}, second],
+        "symlinks": {"/etc/hostname": "/x/hostname", "/etc/hosts": "/y/hostname"},
+        "boot": {"kernel": "6.1.0-21-amd64"},
+        "nodes": {"hostname": "{mac}"},
+    }

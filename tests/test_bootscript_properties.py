@@ -17,6 +17,7 @@ from pipeline.render.bootscript import BootScriptContext, bootscript_context, re
 from pipeline.spec.model import Cluster
 from pipeline.spec.types import KLIBC_FLAGS
 from tests.bootscript.harness import NODE_ID, FakeNode, require_program, shell_argv
+from tests.spec_helpers import issue_13_spec
 
 # Path components the spec allows, leaning on the awkward ones: leading hyphens, dots, @ and +.
 COMPONENT = st.text(alphabet="aZ09._+@-", min_size=1, max_size=6).filter(lambda c: c not in (".", ".."))
@@ -191,21 +192,7 @@ def test_values_only_ever_appear_single_quoted(cluster: Cluster, tmp_path: Path)
 # Issue 13: hypothesis drew two per_node mounts of one share, each with a file of the same name, so both landed
 # in one directory. The loader refuses that now (tests/test_spec_hostile.py); pinned here is the same shape made
 # valid by a subdir, so every CI run boots it instead of depending on the random draw to find it.
-ISSUE_13_NEIGHBOUR = Cluster.model_validate(
-    {
-        "name": "a",
-        "gateway": {"address": "10.0.2.2", "network": "10.0.2.0/24"},
-        "shares": {"a": {"path": "/a", "access": "ro"}, "b": {"path": "/b", "access": "rw"}},
-        "root": {"share": "a"},
-        "writable": [
-            {"mount": "/x", "share": "b", "per_node": True},
-            {"mount": "/y", "share": "b", "per_node": True, "subdir": "y"},
-        ],
-        "symlinks": {"/etc/hostname": "/x/a", "/etc/hosts": "/y/a"},
-        "boot": {"kernel": "6.1.0-21-amd64"},
-        "nodes": {"hostname": "{mac}"},
-    }
-)
+ISSUE_13_NEIGHBOUR = Cluster.model_validate(issue_13_spec("y"))
 
 
 @pytest.mark.parametrize("shell", ["dash"])

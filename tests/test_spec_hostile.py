@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from pipeline.spec.model import Cluster
-from tests.spec_helpers import BASE_LINES, parse, problems, spec_text
+from tests.spec_helpers import BASE_LINES, issue_13_spec, parse, problems, spec_text
 
 # (what is wrong, {line number: replacement line}, expected problems)
 CASES: list[tuple[str, dict[int, str], list[str]]] = [
@@ -311,22 +311,9 @@ def test_local_paths_keep_their_spelling() -> None:
 
 def test_the_hypothesis_counterexample_of_issue_13_is_refused() -> None:
     """Two per_node mounts of one share (no subdir): both nodes' files would land in one directory."""
-    data = {
-        "name": "a",
-        "gateway": {"address": "10.0.2.2", "network": "10.0.2.0/24"},
-        "shares": {"a": {"path": "/a", "access": "ro"}, "b": {"path": "/b", "access": "rw"}},
-        "root": {"share": "a"},
-        "writable": [
-            {"mount": "/x", "share": "b", "per_node": True},
-            {"mount": "/y", "share": "b", "per_node": True},
-        ],
-        "symlinks": {"/etc/hostname": "/x/hostname", "/etc/hosts": "/y/hostname"},
-        "boot": {"kernel": "6.1.0-21-amd64"},
-    }
     with pytest.raises(ValidationError, match=r"writable\.1: per-node directories /b/<node id> are also those"):
-        Cluster.model_validate(data)
-    data["writable"][1]["subdir"] = "y"  # type: ignore[index]
-    Cluster.model_validate(data)
+        Cluster.model_validate(issue_13_spec(None))
+    Cluster.model_validate(issue_13_spec("y"))
 
 
 LONG_ARG = "x" * 200
