@@ -42,17 +42,21 @@ def _apply_in_child(build: Path, target: Path) -> tuple[str, int]:
     return backup_dir, int(peak_kb)
 
 
+def _assert_is_the_big_file(path: Path) -> None:
+    """`path` holds what _sparse wrote: its size, and the marker in the middle."""
+    assert path.stat().st_size == ORIGINAL_SIZE
+    with open(path, "rb") as handle:
+        handle.seek(ORIGINAL_SIZE // 2)
+        assert handle.read(6) == b"marker"
+
+
 def test_backing_up_a_large_original_keeps_memory_flat(tmp_path: Path) -> None:
     build = make_build(tmp_path / "build", {"/srv/big.img": "small replacement\n"})
     target = make_tree(tmp_path / "t", {"/srv/.keep": ""})
     _sparse(target / "srv/big.img")
     backup_dir, peak_kb = _apply_in_child(build, target)
     assert (target / "srv/big.img").read_text() == "small replacement\n"
-    kept = target / backup_dir.lstrip("/") / "srv/big.img"
-    assert kept.stat().st_size == ORIGINAL_SIZE
-    with open(kept, "rb") as handle:
-        handle.seek(ORIGINAL_SIZE // 2)
-        assert handle.read(6) == b"marker"
+    _assert_is_the_big_file(target / backup_dir.lstrip("/") / "srv/big.img")
     assert peak_kb < PEAK_LIMIT_KB, f"apply peaked at {peak_kb >> 10} MiB"
     print(f"apply (large original) peak VmHWM: {peak_kb >> 10} MiB")
 
@@ -64,10 +68,6 @@ def test_deploying_a_large_staged_file_keeps_memory_flat(tmp_path: Path) -> None
     del data
     target = make_tree(tmp_path / "t", {"/srv/.keep": ""})
     _backup_dir, peak_kb = _apply_in_child(build, target)
-    deployed = target / "srv/big.img"
-    assert deployed.stat().st_size == ORIGINAL_SIZE
-    with open(deployed, "rb") as handle:
-        handle.seek(ORIGINAL_SIZE // 2)
-        assert handle.read(6) == b"marker"
+    _assert_is_the_big_file(target / "srv/big.img")
     assert peak_kb < PEAK_LIMIT_KB, f"plan + apply peaked at {peak_kb >> 10} MiB"
     print(f"apply (large staged file) peak VmHWM: {peak_kb >> 10} MiB")
