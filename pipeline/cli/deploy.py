@@ -28,6 +28,7 @@ from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capab
 from pipeline.state.changes import Plan
 from pipeline.state.deploy import plan_target
 from pipeline.state.dnsmasqcheck import check_dnsmasq
+from pipeline.state.hostkeys import hostkey_changes
 from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
 from pipeline.state.render import plan_to_json, read_plan_file, render_text
@@ -48,6 +49,7 @@ class Settings:
     symlinks: tuple[str, ...]
     spec: Path | None = None  # cluster.yaml, when it exists: errors found at plan time point into it
     dnsmasq_reload: tuple[str, ...] | None = None  # dhcp.reload; None: not configured or disabled
+    cluster: Cluster | None = None  # the spec, when there is one (ssh host keys of its known nodes)
 
 
 def _spec(path: Path) -> Cluster | None:
@@ -91,13 +93,25 @@ def settings(args: argparse.Namespace) -> Settings:
     if cluster is not None and cluster.dhcp is not None and not getattr(args, "no_reload", False):
         dnsmasq_reload = tuple(cluster.dhcp.reload) or None
     return Settings(
-        Path(target), Path(args.build), client_root, remedy, keep, reload_argv, writable, symlinks, spec, dnsmasq_reload
+        Path(target),
+        Path(args.build),
+        client_root,
+        remedy,
+        keep,
+        reload_argv,
+        writable,
+        symlinks,
+        spec,
+        dnsmasq_reload,
+        cluster,
     )
 
 
 def make_target_plan(s: Settings, force: bool) -> Plan:
     """Observe the target and plan; the capabilities remedy is added when a client root is known."""
     extra = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
+    if s.cluster is not None:
+        extra += hostkey_changes(s.target, s.cluster)
     locate = spec_locator(s.spec) if s.spec is not None else None
     return check_dnsmasq(plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate), s.build)
 

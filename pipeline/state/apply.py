@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.run import run
+from pipeline.state import hostkeys
 from pipeline.state.changes import Change, Plan
 from pipeline.state.observe import observe_path
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH
@@ -276,6 +277,14 @@ class _Writer:
             if c.op == "chmod":
                 assert c.mode is not None
                 self.chmod(dirfd, name, c.mode)
+            elif c.op == "keygen":
+                hostkeys.generate(self.write_file, self.root, c)
+            elif c.op == "known_hosts":
+                assert c.mode is not None
+                text = hostkeys.assemble(self.root, c)  # read before the original is moved away
+                if _lstat(dirfd, name) is not None:
+                    self.keep_original(c, dirfd, name)
+                self.write_file(dirfd, name, text, c.mode)
             elif c.op == "remove":
                 self.keep_original(c, dirfd, name)
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -407,7 +416,7 @@ Payload = bytes | _Staged | None
 
 def _content(c: Change, build: TargetRoot | None, root: TargetRoot) -> Payload:
     """The new content of a file change, checked against the plan's hash before anything is written."""
-    if c.kind != "file" or c.op in ("chmod", "remove"):
+    if c.kind != "file" or c.op in ("chmod", "remove", "keygen", "known_hosts"):
         return None
     if c.content is not None:
         data = c.content.encode()
@@ -473,10 +482,13 @@ def apply_plan(
             _lock(root)
             if opts.verify:
                 verify_plan(plan, root)
+            if any(c.op == "keygen" for c in plan.changes):
+                hostkeys.check_keygen()
             payloads = []
             for change in plan.changes:  # read and checked before the first write, not halfway
                 at = change.path
                 payloads.append(_content(change, build, root))
+            hostkeys.sweep(root)  # after every check: a refused apply writes nothing
             writer = _Writer(root, opts)
             journal_written = not plan.journal
             final = [c for c in plan.changes if c.path == STATE_PATH]

@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Op = Literal["mkdir", "create", "update", "chmod", "replace", "remove"]
-OPS: tuple[Op, ...] = ("mkdir", "create", "update", "chmod", "replace", "remove")
+# keygen: generate a known node's missing ssh host keys in its directory; known_hosts: write a known_hosts
+# assembled by apply from the keys on the share (pipeline/state/hostkeys.py).
+Op = Literal["mkdir", "create", "update", "chmod", "replace", "remove", "keygen", "known_hosts"]
+OPS: tuple[Op, ...] = ("mkdir", "create", "update", "chmod", "replace", "remove", "keygen", "known_hosts")
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,9 @@ class Plan:
     def summary(self) -> dict[str, int]:
         counts = {"create": 0, "change": 0, "replace": 0, "remove": 0}
         for c in self.changes:
-            if c.op in ("mkdir", "create"):
+            if c.op in ("mkdir", "create", "keygen") or (c.op == "known_hosts" and c.old_kind == "missing"):
                 counts["create"] += 1
-            elif c.op in ("update", "chmod"):
+            elif c.op in ("update", "chmod", "known_hosts"):
                 counts["change"] += 1
             else:
                 counts[c.op] += 1

@@ -327,7 +327,9 @@ def make_plan(
                 backup=not _ours(record, path, fact) and path in record.entries,
             )
         )
-    body = sorted(dirs, key=lambda c: c.path) + sorted(leaves, key=lambda c: c.path) + removals
+    # A known_hosts apply assembles comes after the keygen changes that make its keys.
+    leaves.sort(key=lambda c: (c.op == "known_hosts", c.path))
+    body = sorted(dirs, key=lambda c: c.path) + leaves + removals
     reload_exports = record.reload_pending or any(c.role == "exports" for c in body)
     reload_dnsmasq = record.dnsmasq_pending or any(c.role == "dnsmasq" for c in body)
 

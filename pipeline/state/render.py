@@ -14,7 +14,16 @@ from pipeline.state.manifest import check_gateway_path
 from pipeline.textsafe import printable
 
 PLAN_FORMAT = 1
-_SYMBOL = {"mkdir": "+", "create": "+", "update": "~", "chmod": "~", "replace": "-/+", "remove": "-"}
+_SYMBOL = {
+    "mkdir": "+",
+    "create": "+",
+    "update": "~",
+    "chmod": "~",
+    "replace": "-/+",
+    "remove": "-",
+    "keygen": "+",
+    "known_hosts": "~",
+}
 
 
 class PlanFileError(PipelineError):
@@ -26,6 +35,8 @@ def _what(c: Change) -> str:
         return f"({c.kind})"
     if c.op == "chmod":
         return f"(mode {c.old_mode:04o} -> {c.mode:04o})" if c.old_mode is not None and c.mode is not None else ""
+    if c.op == "keygen":
+        return f"(ssh host keys: {(c.content or '').partition(chr(10))[2]})"
     if c.kind == "symlink":
         new = f"symlink -> {c.target}"
         return f"({c.old_kind} -> {new})" if c.op == "replace" else f"({new})"
