@@ -65,6 +65,11 @@ def _run(argv: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> str:
     return proc.stdout + proc.stderr
 
 
+def _fingerprint(pub: Path) -> str:
+    out = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True).stdout.split()
+    return f"{out[1]} {out[-1]}"
+
+
 def _verdict(path: Path) -> GuestReport:
     verdict = read_verdict(path)
     assert verdict is not None, f"no verdict at {path}"
@@ -96,7 +101,15 @@ def test_debian_root_boots_clean_twice_on_two_nodes(tmp_path: Path) -> None:
     nfsroot = [sys.executable, "-m", "pipeline"]
     plan = _run([*nfsroot, "plan", "--no-diff"], tmp_path, ok=(2,))  # 2: changes pending
     assert "root.profile" in plan  # every path the profile adds is planned with its reason
+    for mac in MACS:  # known nodes get their ssh host keys from the gateway
+        assert f"generate ssh host keys for node worker-node-{mac.replace(':', '')}" in plan
     _run([*nfsroot, "apply"], tmp_path)
+    # Fingerprints of the keys apply wrote, as ssh-keygen -lf prints them (the verdict's format).
+    gateway_keys = {
+        node_id: {_fingerprint(pub) for pub in (gw / "workers" / node_id / "ssh").glob("ssh_host_*_key.pub")}
+        for node_id in (mac.replace(":", "") for mac in MACS)
+    }
+    assert all(len(keys) == 3 for keys in gateway_keys.values()), gateway_keys
     assert (clients / "etc/machine-id").readlink() == Path("/var/local/machine-id")
 
     target = from_cluster(cluster, tmp_path / "build", MACS)
@@ -129,6 +142,10 @@ def test_debian_root_boots_clean_twice_on_two_nodes(tmp_path: Path) -> None:
             assert v.first("user-ping") == "ok", where
             assert "127.0.1.1" not in (v.first("hosts") or ""), where
             assert len(v.all("ssh-key")) == 3, where
+            # The running sshd serves the keys apply generated on the gateway, and the node finds itself in
+            # the published ssh_known_hosts.
+            assert set(v.all("sshd-key")) == set(v.all("ssh-key")) == gateway_keys[node.id], where
+            assert v.first("known-hosts-own") == "3", where
         # guest checks of the busybox harness (mounts, links, markers) hold on the real root too
         for r in runs[boot - 1].results:
             assert r.ok, f"boot {boot} {r.hostname}: {r.summary()}"

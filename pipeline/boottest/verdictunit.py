@@ -3,7 +3,7 @@
 It is installed into the served copy of the root (never into a user's root, never by the profile). When the
 system has finished starting (`systemctl is-system-running --wait`) it prints the same report the busybox
 test init prints (so the harness's milestones and checks work unchanged) plus what only systemd can tell:
-the system state, the failed units, machine-id, ssh host key fingerprints, the journal's boots, and whether
+the system state, the failed units, machine-id, ssh host key fingerprints (of the files and of the running sshd), the journal's boots, and whether
 root and the user can write /tmp, /var/tmp and the home and ping. The report also goes to the node's
 directory (`<node mount>/boottest-verdict`), then the node powers off.
 
@@ -47,6 +47,12 @@ echo "${{P}}failed=$(systemctl list-units --failed --plain --no-legend | awk '{{
 echo "${{P}}machine-id=$(cat /etc/machine-id)"
 echo "${{P}}dbus-machine-id=$(cat /var/lib/dbus/machine-id)"
 for k in /etc/ssh/ssh_host_*_key.pub; do echo "${{P}}ssh-key=$(ssh-keygen -lf "$k" | awk '{{print $2, $4}}')"; done
+# The keys the running sshd offers (the ones apply generated for a known node), and this node's own lines in
+# the cluster's ssh_known_hosts that apply published into the root.
+for t in ecdsa ed25519 rsa; do
+  echo "${{P}}sshd-key=$(ssh-keyscan -T 5 -t "$t" 127.0.0.1 2>/dev/null | ssh-keygen -lf - | awk '{{print $2, $4}}')"
+done
+echo "${{P}}known-hosts-own=$(ssh-keygen -F "$(hostname)" -f /etc/ssh/ssh_known_hosts 2>/dev/null | grep -vc '^#')"
 echo "${{P}}journal-boots=$(journalctl --list-boots --no-pager 2>/dev/null | grep -cE '[0-9a-f]{{32}}')"
 echo "${{P}}journal-dir=$(ls -d /var/log/journal/*/ 2>/dev/null | head -1)"
 echo "${{P}}hosts=$(tr '\\n\\t' '; ' </etc/hosts)"
