@@ -28,6 +28,7 @@ from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capab
 from pipeline.state.changes import Plan
 from pipeline.state.deploy import plan_target
 from pipeline.state.dnsmasqcheck import check_dnsmasq
+from pipeline.state.homes import home_changes
 from pipeline.state.hostkeys import hostkey_changes
 from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
@@ -111,7 +112,7 @@ def make_target_plan(s: Settings, force: bool) -> Plan:
     """Observe the target and plan; the capabilities remedy is added when a client root is known."""
     extra = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
     if s.cluster is not None:
-        extra += hostkey_changes(s.target, s.cluster)
+        extra += hostkey_changes(s.target, s.cluster) + home_changes(s.target, s.cluster)
     locate = spec_locator(s.spec) if s.spec is not None else None
     return check_dnsmasq(plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate), s.build)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.run import run
-from pipeline.state import hostkeys
+from pipeline.state import homes, hostkeys
 from pipeline.state.changes import Change, Plan
 from pipeline.state.observe import observe_path
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH
@@ -277,6 +277,8 @@ class _Writer:
             if c.op == "chmod":
                 assert c.mode is not None
                 self.chmod(dirfd, name, c.mode)
+            elif c.op == "mkhome":
+                homes.create_home(self.root, c, self.step)
             elif c.op == "keygen":
                 hostkeys.generate(self.write_file, self.root, c)
             elif c.op == "known_hosts":

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # keygen: generate a known node's missing ssh host keys in its directory; known_hosts: write a known_hosts
-# assembled by apply from the keys on the share (pipeline/state/hostkeys.py).
-Op = Literal["mkdir", "create", "update", "chmod", "replace", "remove", "keygen", "known_hosts"]
-OPS: tuple[Op, ...] = ("mkdir", "create", "update", "chmod", "replace", "remove", "keygen", "known_hosts")
+# assembled by apply from the keys on the share (pipeline/state/hostkeys.py); mkhome: a user's home on a shared
+# mount, copied from the root (pipeline/state/homes.py).
+Op = Literal["mkdir", "create", "update", "chmod", "replace", "remove", "keygen", "known_hosts", "mkhome"]
+OPS: tuple[Op, ...] = ("mkdir", "create", "update", "chmod", "replace", "remove", "keygen", "known_hosts", "mkhome")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Plan:
     def summary(self) -> dict[str, int]:
         counts = {"create": 0, "change": 0, "replace": 0, "remove": 0}
         for c in self.changes:
-            if c.op in ("mkdir", "create", "keygen") or (c.op == "known_hosts" and c.old_kind == "missing"):
+            if c.op in ("mkdir", "create", "keygen", "mkhome") or (c.op == "known_hosts" and c.old_kind == "missing"):
                 counts["create"] += 1
             elif c.op in ("update", "chmod", "known_hosts"):
                 counts["change"] += 1

@@ -23,6 +23,7 @@ _SYMBOL = {
     "remove": "-",
     "keygen": "+",
     "known_hosts": "~",
+    "mkhome": "+",
 }
 
 
@@ -35,6 +36,8 @@ def _what(c: Change) -> str:
         return f"({c.kind})"
     if c.op == "chmod":
         return f"(mode {c.old_mode:04o} -> {c.mode:04o})" if c.old_mode is not None and c.mode is not None else ""
+    if c.op == "mkhome":
+        return f"(home dir {c.mode or 0:04o}, owner {c.content}, from {c.copy_from})"
     if c.op == "keygen":
         return f"(ssh host keys: {(c.content or '').partition(chr(10))[2]})"
     if c.kind == "symlink":
