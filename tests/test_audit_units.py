@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.boottest.debianroot import RootRecipe, cache_root, installed_kernel
 from pipeline.cli import main
+from pipeline.render import profile
+from pipeline.spec.load import load_cluster
+from pipeline.state.audit_tmpfiles import TmpfilesNeed, tmpfiles_needs
 from pipeline.state.audit_units import UnitNeed, uncovered, unit_needs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,3 +117,103 @@ def test_audit_before_anything_is_deployed_audits_the_spec(tmp_path: Path, capsy
     assert main(["-f", str(spec), "audit", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["deployed"] is False and report["capabilities"] == [] and report["units"] == []
+
+
+# -- tmpfiles.d ---------------------------------------------------------------------------------------------------
+
+TMPFILES_DAEMON = """# a daemon the user added
+d /var/lib/mydaemon 0750 root root -
+f /var/cache/mydaemon/stamp 0644 root root -
+d /srv/data/%m 0755 - - -
+F /etc/mydaemon.state 0644 - - -
+d- /root/.ssh 0700 - - -
+f^ /etc/motd.d/50-provision.conf - - - - login.motd
+d /var/lib 0755 - - -
+d /var/lib/systemd/mydaemon 0755 - - -
+d /var/lock/mydaemon 0755 - - -
+d /var/log/journal/%m 2755 root systemd-journal - -
+L+ /etc/mtab - - - - ../proc/self/mounts
+L+ /etc/other - - - - /proc/self/mounts
+z /etc/shadow 0640 root shadow - -
+r! /forcefsck
+"""
+
+
+def _tmpfiles_root(base: Path) -> Path:
+    root = base / "clients"
+    lib = root / "usr/lib/tmpfiles.d"
+    etc = root / "etc/tmpfiles.d"
+    lib.mkdir(parents=True)
+    etc.mkdir(parents=True)
+    (root / "lib").symlink_to("usr/lib")  # usrmerge: read once
+    (root / "var/lib").mkdir(parents=True)
+    (root / "var/lock").symlink_to("/run/lock")  # resolved inside the root: under /run, a tmpfs
+    (root / "etc/mtab").symlink_to("../proc/self/mounts")
+    (root / "etc/other").symlink_to("../proc/self/mounts")
+    (lib / "mydaemon.conf").write_text(TMPFILES_DAEMON)
+    (lib / "masked.conf").write_text("d /opt/masked 0755 - - -\n")
+    (etc / "masked.conf").symlink_to("/dev/null")
+    (lib / "overridden.conf").write_text("d /opt/from-usr-lib 0755 - - -\n")
+    (etc / "overridden.conf").write_text("# the admin's version\nd /opt/from-etc 0755 - - -\n")
+    return root
+
+
+def test_tmpfiles_lines_that_write_on_read_only_paths_are_named_with_file_and_line(tmp_path: Path) -> None:
+    root = _tmpfiles_root(tmp_path)
+    profile = ["/var/local", "/var/log", "/var/tmp", "/var/lib/systemd", "/var/lib/private", "/tmp"]
+    found = {(n.file, n.line, n.type, n.path) for n in tmpfiles_needs(root, profile, ["/etc/machine-id"])}
+    lib = "/usr/lib/tmpfiles.d/mydaemon.conf"
+    assert found == {
+        (lib, 2, "d", "/var/lib/mydaemon"),
+        (lib, 3, "f", "/var/cache/mydaemon/stamp"),
+        (lib, 4, "d", "/srv/data/%m"),
+        (lib, 5, "F", "/etc/mydaemon.state"),  # F truncates at every boot, existing or not
+        (lib, 13, "L+", "/etc/other"),  # another target: replaced at every boot
+        ("/etc/tmpfiles.d/overridden.conf", 2, "d", "/opt/from-etc"),  # /etc wins over /usr/lib by name
+    }
+    shown = {str(n) for n in tmpfiles_needs(root, profile, [])}
+    assert (
+        "/usr/lib/tmpfiles.d/mydaemon.conf:2: tmpfiles.d d /var/lib/mydaemon: systemd-tmpfiles writes there at "
+        "boot; it is read-only on every node"
+    ) in shown
+    # Made writable by the spec: silent.
+    assert tmpfiles_needs(root, [*profile, "/var/lib/mydaemon", "/var/cache", "/srv/data", "/opt"], []) == [
+        TmpfilesNeed(lib, 5, "F", "/etc/mydaemon.state"),
+        TmpfilesNeed(lib, 13, "L+", "/etc/other"),
+    ]
+    assert (
+        tmpfiles_needs(
+            root, [*profile, "/var/lib/mydaemon", "/var/cache", "/srv", "/opt"], ["/etc/other", "/etc/mydaemon.state"]
+        )
+        == []
+    )
+
+
+def test_nfsroot_audit_reports_tmpfiles_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _tmpfiles_root(tmp_path / "gw")
+    spec = tmp_path / "cluster.yaml"
+    shutil.copy(REPO / "cluster.yaml", spec)
+    assert main(["-f", str(spec), "audit", "--target", str(tmp_path / "gw"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["tmpfiles"]
+    assert {"file": "/usr/lib/tmpfiles.d/mydaemon.conf", "line": 2, "type": "d", "path": "/var/lib/mydaemon"} in report
+    assert main(["-f", str(spec), "audit", "--target", str(tmp_path / "gw")]) == 0
+    assert (
+        "warning: /usr/lib/tmpfiles.d/mydaemon.conf:3: tmpfiles.d f /var/cache/mydaemon/stamp"
+        in capsys.readouterr().out
+    )
+
+
+def test_the_real_debian_root_is_silent_under_the_shipped_profile() -> None:
+    """The cached bookworm root of tests/test_boot_debian.py: its units and tmpfiles.d need nothing more than
+    the shipped spec and its profile make writable; without the profile both are named."""
+    root = cache_root() / RootRecipe(kernel=installed_kernel()).key()
+    if not (root / "etc/passwd").is_file():
+        pytest.skip(f"no cached Debian root at {root} (tests/test_boot_debian.py builds it)")
+    cluster, _ = load_cluster(REPO / "cluster.yaml")
+    writable = [w.mount for w in cluster.writable] + list(profile.writable_paths(cluster))
+    links = [*cluster.symlinks, *(link.path for link in profile.links(cluster))]
+    assert uncovered(unit_needs(root), writable, links) == []
+    assert tmpfiles_needs(root, writable, links) == []
+    bare = {n.path for n in tmpfiles_needs(root, [w.mount for w in cluster.writable], list(cluster.symlinks))}
+    assert "/var/lib/dbus/machine-id" in bare  # what the profile's link is for
+    assert {n.path for n in uncovered(unit_needs(root), [], [])} >= {"/var/lib/systemd/timesync"}

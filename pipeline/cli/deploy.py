@@ -23,6 +23,7 @@ from pipeline.spec.load import load_cluster
 from pipeline.spec.locate import spec_locator
 from pipeline.spec.model import Cluster, Deploy
 from pipeline.state.apply import ApplyOptions, apply_plan
+from pipeline.state.audit_tmpfiles import TmpfilesNeed, tmpfiles_needs
 from pipeline.state.audit_units import UnitNeed, uncovered, unit_needs
 from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capabilities
 from pipeline.state.changes import Plan
@@ -173,6 +174,16 @@ def _unit_needs(s: Settings) -> list[UnitNeed]:
     return uncovered(unit_needs(root), s.writable, s.symlinks)
 
 
+def _tmpfiles_needs(s: Settings) -> list[TmpfilesNeed]:
+    """tmpfiles.d lines that would write on paths that stay read-only (needs the root and the spec)."""
+    if s.writable is None or not s.client_root:
+        return []
+    root = s.target / s.client_root.lstrip("/")
+    if not root.is_dir():
+        return []
+    return tmpfiles_needs(root, s.writable, s.symlinks)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     s = settings(args)
     deployed = s.target.is_dir()
@@ -183,12 +194,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     remedy = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
     warnings = lint_readonly_root(s.writable, s.symlinks, s.target, s.client_root) if s.writable is not None else []
     units = _unit_needs(s)
+    tmpfiles = _tmpfiles_needs(s)
     if args.json:
         report = {
             "client_root": s.client_root,
             "capabilities": [{"path": f.path, "caps": f.caps} for f in findings],
             "remedy": {"name": s.remedy, "changes": [c.path for c in remedy]},
             "units": [{"unit": n.unit, "key": n.key, "path": n.path, "at_boot": n.at_boot} for n in units],
+            "tmpfiles": [{"file": n.file, "line": n.line, "type": n.type, "path": n.path} for n in tmpfiles],
             "lint": [
                 {"path": w.path, "severity": w.severity, "message": w.message, "remedy": w.remedy} for w in warnings
             ],
@@ -216,6 +229,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(printable(str(w)))
     for need in units:
         print(f"warning: {printable(str(need))}")
+    for line in tmpfiles:
+        print(f"warning: {printable(str(line))}")
     return EXIT_OK
 
 
