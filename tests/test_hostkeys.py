@@ -83,7 +83,7 @@ def test_apply_generates_the_known_nodes_keys_once_and_publishes_them(
     for node in (NODE_A, NODE_B):
         assert f"generate ssh host keys for node worker-node-{node} (ecdsa, ed25519, rsa)" in out
         assert f"keygen   /workers/{node}/ssh  (ssh host keys: ecdsa ed25519 rsa)" in out
-    assert "known_hosts /clients/etc/ssh/ssh_known_hosts" in out
+    assert "  + known_hosts /clients/etc/ssh/ssh_known_hosts  (file 0644)" in out  # made by apply from the new keys
     assert not (target / "workers" / NODE_A).exists()  # plan wrote nothing
 
     assert _cli(spec, build, "apply") == EXIT_OK

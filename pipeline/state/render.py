@@ -83,7 +83,8 @@ def render_text(
         lines.append("No changes. The target matches the build.")
         return "\n".join(lines) + "\n"
     for c in plan.changes:
-        lines.append(f"{_SYMBOL[c.op]:>3} {c.op:<8} {printable(c.path)}  {printable(_what(c))}".rstrip())
+        symbol = "+" if c.op == "known_hosts" and c.old_kind == "missing" else _SYMBOL[c.op]
+        lines.append(f"{symbol:>3} {c.op:<8} {printable(c.path)}  {printable(_what(c))}".rstrip())
         lines.append(f"      reason: {printable(c.reason)}")
         lines.extend(f"      {printable(note)}" for note in _keeps(c))
         if diffs and c.diff:
