@@ -5,6 +5,7 @@ Real ssh-keygen (openssh-client), the real CLI, the shipped cluster.yaml deploye
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -223,3 +224,21 @@ def test_killed_at_every_step_the_rerun_gives_whole_key_pairs(tmp_path: Path) ->
         assert leftovers == [], f"step {steps}: {leftovers}"
         shutil.rmtree(target)
     assert crashes > 10
+
+
+def test_a_saved_plan_with_an_edited_key_type_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = _target(tmp_path)
+    spec, build = _spec(tmp_path, target), _build(tmp_path)
+    saved = tmp_path / "plan.json"
+    assert _cli(spec, build, "plan", "--out", str(saved)) == EXIT_CHANGES
+    doc = json.loads(saved.read_text())
+    keygen = next(c for c in doc["changes"] if c["op"] == "keygen")
+    keygen["content"] = keygen["content"].replace("ed25519", "../../../clients/etc/evil")
+    saved.write_text(json.dumps(doc))
+    before = snapshot(target)
+    capsys.readouterr()
+    assert _cli(spec, build, "apply", "--plan", str(saved)) == 1
+    assert "unknown ssh key type '../../../clients/etc/evil' in the plan" in capsys.readouterr().err
+    assert snapshot(target) == before

@@ -486,6 +486,11 @@ def apply_plan(
                 verify_plan(plan, root)
             if any(c.op == "keygen" for c in plan.changes):
                 hostkeys.check_keygen()
+            for change in plan.changes:
+                if change.op == "keygen":
+                    hostkeys.check_change(change)
+                elif change.op == "mkhome":
+                    homes.check_change(change)
             payloads = []
             for change in plan.changes:  # read and checked before the first write, not halfway
                 at = change.path

@@ -23,6 +23,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.errors import PipelineError
 from pipeline.render import profile
 from pipeline.spec.model import Cluster
 from pipeline.state.changes import Change
@@ -162,10 +163,17 @@ def _copy_tree(src: int, dst: int, owner: tuple[int, int]) -> None:
             os.close(d)
 
 
+def check_change(change: Change) -> tuple[int, int]:
+    """The owner of a mkhome change; checked before apply writes anything (a saved plan can be edited)."""
+    uid, _, gid = (change.content or "").partition(":")
+    if not (uid.isdigit() and gid.isdigit()) or change.copy_from is None or change.mode is None:
+        raise PipelineError(f"{change.path}: the plan names no owner uid:gid, source or mode for this home; plan again")
+    return int(uid), int(gid)
+
+
 def create_home(root: TargetRoot, change: Change, step: Step) -> None:
     """Carry out a mkhome change: build the home under a temporary name, then rename it into place."""
-    uid, _, gid = (change.content or "").partition(":")
-    owner = (int(uid), int(gid))
+    owner = check_change(change)
     assert change.copy_from is not None and change.mode is not None
     opened = root.open_dir(split_path(change.copy_from))
     if opened is None:

@@ -35,7 +35,7 @@ from pipeline.errors import PipelineError
 from pipeline.render import profile
 from pipeline.run import run
 from pipeline.spec.model import Cluster
-from pipeline.state.changes import Change
+from pipeline.state.changes import Change, Op
 from pipeline.state.observe import Fact, observe_path
 from pipeline.state.plan import text_diff
 from pipeline.state.record import STATE_PATH
@@ -224,10 +224,8 @@ def _known_hosts_change(
     if fact.kind == "file" and fact.text == text:
         return [] if fact.mode == 0o644 else [replace(base, op="chmod", reason=f"mode -> 0644; {base.reason}")]
     sha = hashlib.sha256(text.encode()).hexdigest()
-    op = "create" if fact.kind == "missing" else "update" if fact.kind == "file" else "replace"
-    return [
-        replace(base, op=op, sha256=sha, content=text, diff=text_diff(path, fact.text or "", text))  # type: ignore[arg-type]
-    ]
+    op: Op = "create" if fact.kind == "missing" else "update" if fact.kind == "file" else "replace"
+    return [replace(base, op=op, sha256=sha, content=text, diff=text_diff(path, fact.text or "", text))]
 
 
 # -- apply -----------------------------------------------------------------------------------------------------
@@ -305,15 +303,27 @@ def _key_dir(root: TargetRoot, path: str) -> Iterator[int]:
         os.close(fd)
 
 
+def check_change(change: Change) -> tuple[str, list[str]]:
+    """(host name, key types) of a keygen change; checked before apply writes anything, since a saved plan is
+    a file anyone could have edited (a key type names the files written)."""
+    hostname, _, kinds = (change.content or "").partition("\n")
+    for kind in kinds.split():
+        if kind not in profile.SSH_KEY_TYPES:
+            raise PipelineError(f"{change.path}: unknown ssh key type {kind!r} in the plan; plan again")
+    if not hostname or any(c.isspace() for c in hostname):
+        raise PipelineError(f"{change.path}: the plan names no host name for these keys; plan again")
+    return hostname, kinds.split()
+
+
 def keygen_content(hostname: str, kinds: Sequence[str]) -> str:
     return f"{hostname}\n{' '.join(kinds)}"
 
 
 def generate(write: WriteFile, root: TargetRoot, change: Change) -> None:
     """Carry out a keygen change: each missing key type of the node, public key first, private key last."""
-    hostname, _, kinds = (change.content or "").partition("\n")
+    hostname, kinds = check_change(change)
     with _key_dir(root, change.path) as dirfd, _workdir(root) as work:
-        for kind in kinds.split():
+        for kind in kinds:
             name = f"ssh_host_{kind}_key"
             private = _read_leaf(dirfd, name)
             public = _read_leaf(dirfd, name + ".pub")
