@@ -242,3 +242,18 @@ def test_a_saved_plan_with_an_edited_key_type_is_refused_before_anything_is_writ
     assert _cli(spec, build, "apply", "--plan", str(saved)) == 1
     assert "unknown ssh key type '../../../clients/etc/evil' in the plan" in capsys.readouterr().err
     assert snapshot(target) == before
+
+
+def test_a_saved_plan_generates_the_keys_it_shows(tmp_path: Path) -> None:
+    target = _target(tmp_path)
+    spec, build = _spec(tmp_path, target, ("00:23:24:94:34:ae",)), _build(tmp_path)
+    saved = tmp_path / "plan.json"
+    assert _cli(spec, build, "plan", "--out", str(saved)) == EXIT_CHANGES
+    ops = {c["op"] for c in json.loads(saved.read_text())["changes"]}
+    assert {"keygen", "known_hosts"} <= ops
+    assert _cli(spec, build, "apply", "--plan", str(saved)) == EXIT_OK
+    published = _known(target / "etc/nfsroot/ssh_known_hosts")
+    for pub in (target / "workers" / NODE_A / "ssh").glob("*.pub"):
+        typ, blob = pub.read_text().split()[:2]
+        assert published[(f"worker-node-{NODE_A}", typ)] == blob
+    assert len(published) == 3
