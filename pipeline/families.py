@@ -119,6 +119,13 @@ FAMILIES: dict[str, Family] = {
             ("dnsmasq.conf.j2",),
         ),
         Family(
+            "httpserver",
+            "nginx server block serving the TFTP root read-only over HTTP, when iPXE fetches over HTTP",
+            ("name", "gateway", "firmware"),
+            ("render/httpserver.py", "render/firmware.py"),
+            ("nginx-nfsroot.conf.j2",),
+        ),
+        Family(
             "pxelinux",
             "pxelinux.cfg/default and per-node 01-<mac> files; grub/grub.cfg and nfsroot.ipxe when firmware asks",
             ("name", "gateway", "shares.paths", "root", "boot", "nodes.known", "firmware"),

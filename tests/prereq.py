@@ -37,6 +37,7 @@ PACKAGES: dict[str, str] = {
     "useradd": "passwd",
     "dnsmasq": "dnsmasq-base",
     "grub-script-check": "grub-common",
+    "nginx": "nginx-light",
 }
 
 

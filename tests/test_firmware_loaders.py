@@ -132,12 +132,16 @@ def test_plan_renames_boot_files_in_grub_and_ipxe() -> None:
     grub = rewrite_boot_names(text["/srv/tftp/grub/grub.cfg"].decode(), mapping)
     assert "  linux /boot/vmlinuz-6.1.0-21-amd64.aaaaaaaaaaaa root=/dev/nfs " in grub
     assert "  initrd /boot/initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb /nfsroot-fedcba9876543210.img\n" in grub
+    # iPXE fetches over HTTP by default: the URL's path is renamed, the http://gateway/ base kept.
     ipxe = rewrite_boot_names(text["/srv/tftp/nfsroot.ipxe"].decode(), mapping)
     assert (
-        "kernel boot/vmlinuz-6.1.0-21-amd64.aaaaaaaaaaaa initrd=initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb "
-        "initrd=nfsroot-fedcba9876543210.img root=/dev/nfs " in ipxe
+        "kernel http://192.168.0.254/boot/vmlinuz-6.1.0-21-amd64.aaaaaaaaaaaa "
+        "initrd=initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb initrd=nfsroot-fedcba9876543210.img root=/dev/nfs " in ipxe
     )
-    assert "\ninitrd boot/initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb\ninitrd nfsroot-fedcba9876543210.img\n" in ipxe
+    assert (
+        "\ninitrd http://192.168.0.254/boot/initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb"
+        "\ninitrd http://192.168.0.254/nfsroot-fedcba9876543210.img\n" in ipxe
+    )
     assert "BOOTIF=01-${net0/mac:hexhyp}" in ipxe and "BOOTIF=$bootif $nodeargs" in grub  # arguments untouched
 
 

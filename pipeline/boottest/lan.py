@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.boottest.errors import BootPrerequisiteError, BootTestError
+from pipeline.boottest.httpd import HttpServer
 from pipeline.boottest.proc import Daemon, NetworkSandbox, wait_until
 from pipeline.boottest.target import BootNode
 from pipeline.fsutil import write_atomic
@@ -38,6 +39,8 @@ class LanSettings:
     firmware: str
     # The dnsmasq configuration for a TFTP root (the harness's TFTP directory): the generated one.
     dnsmasq_config: Callable[[Path], bytes]
+    # The nginx server block for that root when iPXE fetches over HTTP (pipeline/boottest/httpd.py).
+    http_config: Callable[[Path], bytes] | None = None
 
 
 def generated_dnsmasq(cluster: Cluster) -> Callable[[Path], bytes]:
@@ -95,6 +98,8 @@ class Lan:
             ]),
             workdir / "dnsmasq.out",
         )  # fmt: skip
+        config = settings.http_config
+        self.http = HttpServer(config(tftp), sandbox, workdir / "http") if config else None
 
     def _ip(self, *args: str) -> None:
         run(self.sandbox.wrap(["ip", *args]), timeout=30)
@@ -107,6 +112,8 @@ class Lan:
         started = wait_until(lambda: not self.dnsmasq.alive() or "TFTP root is" in self._log(), 15)
         if not self.dnsmasq.alive() or not started:
             raise BootTestError(f"dnsmasq did not start: {self.dnsmasq.log_tail(5)} {self._log()[-500:]}")
+        if self.http is not None:
+            self.http.start()  # after the bridge has the gateway address it listens on
 
     def _log(self) -> str:
         try:
@@ -115,6 +122,8 @@ class Lan:
             return ""
 
     def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         self.dnsmasq.stop(timeout=10)
 
     def tap_for(self, node: BootNode) -> str:

@@ -27,3 +27,17 @@ def uses_ipxe(cluster: Cluster) -> bool:
 
 def uses_grub(cluster: Cluster) -> bool:
     return cluster.firmware.uefi in ("shim", "grub")
+
+
+def uses_http(cluster: Cluster) -> bool:
+    """iPXE fetches the kernel and initrds over HTTP (firmware.transport), so the gateway serves them."""
+    return uses_ipxe(cluster) and cluster.firmware.transport == "http"
+
+
+def http_base(cluster: Cluster) -> str:
+    """The URL the iPXE script prefixes to the TFTP root's file names; '' when it fetches over TFTP (relative
+    names resolve against the script's own tftp:// URL)."""
+    if not uses_http(cluster):
+        return ""
+    port = cluster.firmware.http.port
+    return f"http://{cluster.gateway.ip}{'' if port == 80 else f':{port}'}/"
