@@ -48,6 +48,7 @@ LOADER_PATHS = tuple(
         "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
         "/usr/lib/ipxe/snponly.efi",
         "/usr/lib/ipxe/undionly.kpxe",
+        "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed",
     )
     if os.path.exists(p)
 )

@@ -46,7 +46,7 @@ def render_bootcfg(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
     artifacts = []
     if uses_grub(cluster):
         artifacts += [
-            Artifact(f"{tftp}/grub", "dir", "pxelinux", ("firmware.uefi",), mode=0o755),
+            Artifact(f"{tftp}/grub", "dir", "pxelinux", ("firmware",), mode=0o755),
             Artifact(f"{tftp}/{GRUB_CFG}", "file", "pxelinux", fields, render("grub.cfg.j2", **context)),
         ]
     if uses_ipxe(cluster):
