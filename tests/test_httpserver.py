@@ -149,3 +149,16 @@ def test_served_read_only_on_the_gateway_address(tmp_path: Path) -> None:
     assert out[:3] == ["GET 200 016b65726e656c", "POST 403", "GET-missing 404"]
     assert (root / "boot" / "vmlinuz-x").read_bytes() == b"\x01kernel"
     assert '"GET /boot/vmlinuz-x HTTP/1.1" 200' in server.requests()
+
+
+def test_plan_shows_the_server_block_and_apply_writes_it(tmp_path: Path) -> None:
+    from pipeline.state.render import render_text
+    from tests.deploy_helpers import F, deploy, make_build, plan_for
+
+    block = server_block(parse(IPXE_HTTP))
+    build = make_build(tmp_path / "b", {"/etc/nginx/conf.d/nfsroot.conf": F(block, role="httpserver")})
+    (target := tmp_path / "t").mkdir()
+    text = render_text(plan_for(build, target), reload=None)
+    assert "/etc/nginx/conf.d/nfsroot.conf" in text and "+    listen 192.168.0.254:80;" in text
+    deploy(build, target)
+    assert (target / "etc/nginx/conf.d/nfsroot.conf").read_bytes() == block
