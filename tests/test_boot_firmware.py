@@ -16,8 +16,10 @@ import pytest
 from pipeline.boottest.harness import BootOptions, run_boottest
 from pipeline.boottest.httpd import generated_http
 from pipeline.boottest.lan import LanSettings, generated_dnsmasq
+from pipeline.boottest.legacypxe import undionly_fetched_by
 from pipeline.boottest.prereqs import installed_kernels, missing_prerequisites
 from pipeline.boottest.proc import namespaces_usable
+from pipeline.boottest.qemu import VmSettings
 from pipeline.render.firmware import IPXE_SCRIPT, uses_ipxe
 from pipeline.spec.load import load_cluster
 from pipeline.spec.model import Cluster
@@ -29,17 +31,21 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC_TEMPLATE = REPO / "tests" / "boot" / "firmware.yaml"
 MACS = ("52:54:00:f1:00:01", "52:54:00:f1:00:02")
 HOSTNAMES = {"52:54:00:f1:00:01": "fw-525400f10001", "52:54:00:f1:00:02": "second-node"}
-# (test id, QEMU firmware, firmware.bios, firmware.uefi, firmware.transport), in the issue's priority order.
-# The transport matters to iPXE only: pxelinux and Debian's signed GRUB (no http module) always use TFTP.
+# (test id, QEMU firmware, firmware.bios, firmware.uefi, firmware.transport, NIC ROM answered as non-iPXE), in
+# the issue's priority order. The transport matters to iPXE only: pxelinux and Debian's signed GRUB (no http
+# module) always use TFTP.
 PATHS = [
-    ("seabios-pxelinux", "seabios", "pxelinux", "none", "tftp"),
-    ("ovmf-grub", "ovmf", "pxelinux", "grub", "tftp"),
-    ("ovmf-secureboot-shim", "ovmf-secureboot", "pxelinux", "shim", "tftp"),
-    ("ovmf-ipxe", "ovmf", "pxelinux", "ipxe", "tftp"),
-    ("ovmf-ipxe-http", "ovmf", "pxelinux", "ipxe", "http"),
+    ("seabios-pxelinux", "seabios", "pxelinux", "none", "tftp", False),
+    ("ovmf-grub", "ovmf", "pxelinux", "grub", "tftp", False),
+    ("ovmf-secureboot-shim", "ovmf-secureboot", "pxelinux", "shim", "tftp", False),
+    ("ovmf-ipxe", "ovmf", "pxelinux", "ipxe", "tftp", False),
+    ("ovmf-ipxe-http", "ovmf", "pxelinux", "ipxe", "http", False),
     # QEMU's NIC ROM is iPXE already: dnsmasq hands it nfsroot.ipxe directly (user-class iPXE), so this runs
-    # the iPXE script under SeaBIOS but does not chainload undionly.kpxe (that needs a non-iPXE PXE ROM).
-    ("seabios-ipxe-script", "seabios", "ipxe", "none", "tftp"),
+    # the iPXE script under SeaBIOS without chainloading undionly.kpxe...
+    ("seabios-ipxe-script", "seabios", "ipxe", "none", "tftp", False),
+    # ...and this one answers the ROM as a non-iPXE PXE ROM first (pipeline/boottest/legacypxe.py): the ROM
+    # loads undionly.kpxe, whose own DHCP the generated configuration answers with nfsroot.ipxe (over HTTP).
+    ("seabios-undionly-chainload", "seabios", "ipxe", "none", "http", True),
 ]
 
 
@@ -56,9 +62,11 @@ def build(tmp_path: Path, kver: str, bios: str, uefi: str, transport: str) -> tu
     return load_cluster(work / "cluster.yaml")[0], work / "build"
 
 
-@pytest.mark.parametrize(("firmware", "bios", "uefi", "transport"), [p[1:] for p in PATHS], ids=[p[0] for p in PATHS])
+@pytest.mark.parametrize(
+    ("firmware", "bios", "uefi", "transport", "legacy_rom"), [p[1:] for p in PATHS], ids=[p[0] for p in PATHS]
+)
 def test_two_nodes_boot_through_the_generated_dnsmasq(
-    firmware: str, bios: str, uefi: str, transport: str, tmp_path: Path
+    firmware: str, bios: str, uefi: str, transport: str, legacy_rom: bool, tmp_path: Path
 ) -> None:
     missing = missing_prerequisites()
     need(not missing, "missing: " + "; ".join(missing))
@@ -69,7 +77,11 @@ def test_two_nodes_boot_through_the_generated_dnsmasq(
     if transport == "http":
         require_program("nginx")
     cluster, built = build(tmp_path, kver, bios, uefi, transport)
-    options = BootOptions(lan=LanSettings(firmware, generated_dnsmasq(cluster), generated_http(cluster)))
+    lan = LanSettings(firmware, generated_dnsmasq(cluster), generated_http(cluster), len(MACS) if legacy_rom else 0)
+    # The chainload adds a DHCP round and undionly.kpxe's load before the kernel's first line (and a loaded
+    # machine stretches it): 90 s of silence is not yet a failure there.
+    vm = VmSettings(silent_limit=180.0) if legacy_rom else VmSettings()
+    options = BootOptions(lan=lan, vm=vm)
     start = time.monotonic()
     run = run_boottest(built, cluster, MACS, workdir=tmp_path / "work", options=options)
     wall = time.monotonic() - start
@@ -94,6 +106,22 @@ def test_two_nodes_boot_through_the_generated_dnsmasq(
             assert "Secure boot enabled" not in serial
     assert "192.168.77.11" in log  # the fixed address of the first node (dhcp-host)
     assert_transport(transport, uses_ipxe(cluster), log, tmp_path / "work" / "lan" / "http" / "access.log")
+    assert_chainload(legacy_rom, log)
+
+
+def assert_chainload(legacy_rom: bool, log: str) -> None:
+    """undionly.kpxe was fetched by both nodes (then they ran the script), or by none."""
+    fetched = undionly_fetched_by(log)
+    if not legacy_rom:
+        assert not fetched, f"undionly.kpxe was sent to {fetched}"
+        return
+    assert len(fetched) == 2 and "192.168.77.11" in fetched, fetched
+    script = [line for line in log.splitlines() if "dnsmasq-tftp" in line and f"/{IPXE_SCRIPT} to " in line]
+    assert {line.rsplit(" ", 1)[1] for line in script} == fetched, script
+    # Each node fetched the script after undionly.kpxe: iPXE ran from the file we installed, not the ROM.
+    for address in fetched:
+        first_undionly = log.index(f"undionly.kpxe to {address}\n")
+        assert log.find(f"/{IPXE_SCRIPT} to {address}\n", first_undionly) > first_undionly
 
 
 def assert_transport(transport: str, ipxe: bool, dnsmasq_log: str, access_log: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.boottest.errors import BootPrerequisiteError, BootTestError
 from pipeline.boottest.httpd import HttpServer
+from pipeline.boottest.legacypxe import SecondStage, legacy_rom_config
 from pipeline.boottest.proc import Daemon, NetworkSandbox, wait_until
 from pipeline.boottest.target import BootNode
 from pipeline.fsutil import write_atomic
@@ -41,6 +42,9 @@ class LanSettings:
     dnsmasq_config: Callable[[Path], bytes]
     # The nginx server block for that root when iPXE fetches over HTTP (pipeline/boottest/httpd.py).
     http_config: Callable[[Path], bytes] | None = None
+    # > 0: the NIC ROMs are answered as non-iPXE PXE ROMs until this many nodes fetched undionly.kpxe
+    # (pipeline/boottest/legacypxe.py): the real chainload of undionly.kpxe.
+    legacy_pxe_nodes: int = 0
 
 
 def generated_dnsmasq(cluster: Cluster) -> Callable[[Path], bytes]:
@@ -88,18 +92,36 @@ class Lan:
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "dnsmasq.conf"
         self.log = workdir / "dnsmasq.log"
-        write_atomic(conf, settings.dnsmasq_config(tftp))
-        self.dnsmasq = Daemon(
+        generated = settings.dnsmasq_config(tftp)
+        write_atomic(conf, generated)
+        self.second_stage: SecondStage | None = None
+        if settings.legacy_pxe_nodes:
+            first = workdir / "dnsmasq-legacy-rom.conf"
+            write_atomic(first, legacy_rom_config(generated))
+            self.dnsmasq = self._daemon(first)
+            self.second_stage = SecondStage(settings.legacy_pxe_nodes, self._log, lambda: self._restart(conf))
+        else:
+            self.dnsmasq = self._daemon(conf)
+        config = settings.http_config
+        self.http = HttpServer(config(tftp), sandbox, workdir / "http") if config else None
+
+    def _daemon(self, conf: Path) -> Daemon:
+        workdir = self.workdir
+        return Daemon(
             "dnsmasq",
-            sandbox.wrap([
+            self.sandbox.wrap([
                 _dnsmasq(), "--keep-in-foreground", f"--conf-file={conf}", "--port=0", "--user=root", "--group=root",
                 f"--pid-file={workdir / 'dnsmasq.pid'}", f"--dhcp-leasefile={workdir / 'dnsmasq.leases'}", f"--log-facility={self.log}",
                 "--log-dhcp", "--bind-interfaces",
             ]),
             workdir / "dnsmasq.out",
         )  # fmt: skip
-        config = settings.http_config
-        self.http = HttpServer(config(tftp), sandbox, workdir / "http") if config else None
+
+    def _restart(self, conf: Path) -> None:
+        """dnsmasq again with `conf` (the leases file keeps each node's address)."""
+        self.dnsmasq.stop(timeout=10)
+        self.dnsmasq = self._daemon(conf)
+        self.dnsmasq.start()
 
     def _ip(self, *args: str) -> None:
         run(self.sandbox.wrap(["ip", *args]), timeout=30)
@@ -114,6 +136,8 @@ class Lan:
             raise BootTestError(f"dnsmasq did not start: {self.dnsmasq.log_tail(5)} {self._log()[-500:]}")
         if self.http is not None:
             self.http.start()  # after the bridge has the gateway address it listens on
+        if self.second_stage is not None:
+            self.second_stage.start()
 
     def _log(self) -> str:
         try:
@@ -124,7 +148,11 @@ class Lan:
     def stop(self) -> None:
         if self.http is not None:
             self.http.stop()
-        self.dnsmasq.stop(timeout=10)
+        try:
+            if self.second_stage is not None:
+                self.second_stage.stop()  # before dnsmasq: a restart must not start one after this
+        finally:
+            self.dnsmasq.stop(timeout=10)
 
     def tap_for(self, node: BootNode) -> str:
         name = self.taps.get(node.id)
