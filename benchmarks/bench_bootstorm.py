@@ -67,6 +67,10 @@ def storm(ns: str, scheme: str, names: list[str], n: int) -> tuple[list[float], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--transports", nargs="+", choices=("tftp", "http"), default=["tftp", "http"])
+    parser.add_argument(
+        "--tftp-max", type=int, help="override the generated dnsmasq's tftp-max (dhcp.tftp_max), e.g. 50: its own default"
+    )
     args = parser.parse_args()
     cluster = parse_cluster(spec_text(append=["dhcp: {mode: proxy}"]), "bench.yaml")[0]
     with tempfile.TemporaryDirectory(prefix="bootstorm-") as tmp, network_sandbox("netns") as sandbox:
@@ -76,8 +80,8 @@ def main() -> None:
         size = sum((tftp / n).stat().st_size for n in names)
         assert sandbox.name is not None
         lan = Lan(LanSettings("seabios", generated_dnsmasq(cluster)), sandbox, GATEWAY, "192.168.0.0/24", work, tftp)
-        # dnsmasq serves at most 50 TFTP transfers at once by default: more nodes would be refused.
-        lan.dnsmasq.argv.append(f"--tftp-max={4 * max(args.nodes)}")
+        if args.tftp_max is not None:  # the command line overrides the generated configuration's tftp-max
+            lan.dnsmasq.argv.append(f"--tftp-max={args.tftp_max}")
         lan.start()
         http = Daemon(
             "http",
@@ -89,7 +93,7 @@ def main() -> None:
             print(f"{len(names)} files, {size / 1e6:.1f} MB per node; dnsmasq on {BRIDGE} in {sandbox.name}")
             print("| transport | nodes | median node s | slowest node s | aggregate MB/s |")
             print("| --- | --- | --- | --- | --- |")
-            for scheme in ("tftp", "http"):
+            for scheme in args.transports:
                 for n in args.nodes:
                     times, wall = storm(sandbox.name, scheme, names, n)
                     rate = n * size / wall / 1e6

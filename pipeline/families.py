@@ -48,6 +48,7 @@ LOADER_PATHS = tuple(
         "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
         "/usr/lib/ipxe/snponly.efi",
         "/usr/lib/ipxe/undionly.kpxe",
+        "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed",
     )
     if os.path.exists(p)
 )
@@ -117,6 +118,13 @@ FAMILIES: dict[str, Family] = {
             ("name", "gateway", "nodes.hostname", "nodes.known", "firmware", "dhcp"),
             ("render/dnsmasq.py", "render/firmware.py"),
             ("dnsmasq.conf.j2",),
+        ),
+        Family(
+            "httpserver",
+            "nginx server block serving the TFTP root read-only over HTTP, when iPXE fetches over HTTP",
+            ("name", "gateway", "firmware"),
+            ("render/httpserver.py", "render/firmware.py"),
+            ("nginx-nfsroot.conf.j2",),
         ),
         Family(
             "pxelinux",

@@ -19,6 +19,7 @@ from pipeline.render.bootfiles import distro_initrd_name, render_bootfiles
 from pipeline.render.dnsmasq import render_dnsmasq
 from pipeline.render.exports import render_exports
 from pipeline.render.hosts import render_hosts
+from pipeline.render.httpserver import render_httpserver
 from pipeline.render.pxelinux import render_pxelinux
 from pipeline.render.symlinks import render_symlink_artifacts, render_symlink_review
 from pipeline.spec.model import Cluster
@@ -69,6 +70,10 @@ def bootfiles(cluster: Cluster) -> Rendered:
 
 def dnsmasq(cluster: Cluster) -> Rendered:
     return Rendered(render_dnsmasq(cluster), [])
+
+
+def httpserver(cluster: Cluster) -> Rendered:
+    return Rendered(render_httpserver(cluster), [])
 
 
 def loader(cluster: Cluster) -> Rendered:
@@ -136,4 +141,5 @@ SIMPLE: dict[str, Callable[[Cluster], Rendered]] = {
     "bootfiles": bootfiles,
     "loader": loader,
     "dnsmasq": dnsmasq,
+    "httpserver": httpserver,
 }

@@ -38,6 +38,7 @@ PACKAGES: dict[str, str] = {
     "dnsmasq": "dnsmasq-base",
     "grub-script-check": "grub-common",
     "ssh-keygen": "openssh-client",
+    "nginx": "nginx-light",
 }
 
 

@@ -78,6 +78,12 @@ def test_full_mode_lines() -> None:
     assert "dhcp-boot=tag:!ipxe,tag:efi64,shimx64.efi" in text
     for arch in ("0", "7", "9", "11"):
         assert any(line.endswith(f"option:client-arch,{arch}") for line in text)
+    assert "tftp-max=256" in text  # dnsmasq's own default (50) holds back a storm of more nodes
+
+
+def test_tftp_max_is_the_spec_value() -> None:
+    spec = spec_text(append=["dhcp: {mode: proxy, tftp_max: 1000}"])
+    assert "tftp-max=1000" in config(spec).decode().splitlines()
 
 
 def test_proxy_mode_leases_nothing() -> None:
@@ -117,6 +123,9 @@ def test_shipped_spec_has_no_dnsmasq() -> None:
         ('{mode: proxy, interface: "br0\\ndhcp-boot=evil"}', "is not a network interface name"),
         ("{mode: proxy, reload: ['systemctl;reboot']}", "is not a plain command word"),
         ("{mode: proxy, config_file: 'etc/x.conf'}", "expected an absolute path"),
+        ("{mode: proxy, tftp_max: 0}", "dhcp.tftp_max: 0 is out of range: must be greater than or equal to 1"),
+        ("{mode: proxy, tftp_max: 5000}", "dhcp.tftp_max: 5000 is out of range: must be less than or equal to 4096"),
+        ("{mode: proxy, tftp_max: '256'}", "dhcp.tftp_max: expected a whole number"),
     ],
 )
 def test_bad_dhcp_values_are_refused_at_their_line(dhcp: str, expected: str) -> None:

@@ -17,7 +17,15 @@ from pipeline.archive.segments import scan
 from pipeline.errors import ArchiveError
 from pipeline.render.bootcfg import render_bootcfg
 from pipeline.render.bootscript import render_bootscript
-from pipeline.render.loader import ALL_LOADER_FILES, wanted_loaders
+from pipeline.render.loader import (
+    ALL_LOADER_FILES,
+    GRUB_ARM64,
+    LoaderFile,
+    LoaderMissingError,
+    read_loader_files,
+    render_loader,
+    wanted_loaders,
+)
 from pipeline.spec.load import load_cluster
 from pipeline.state.pxecfg import rewrite_boot_names
 from tests.bootscript.harness import CMDLINE, FakeNode, cluster_from, spec
@@ -132,12 +140,16 @@ def test_plan_renames_boot_files_in_grub_and_ipxe() -> None:
     grub = rewrite_boot_names(text["/srv/tftp/grub/grub.cfg"].decode(), mapping)
     assert "  linux /boot/vmlinuz-6.1.0-21-amd64.aaaaaaaaaaaa root=/dev/nfs " in grub
     assert "  initrd /boot/initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb /nfsroot-fedcba9876543210.img\n" in grub
+    # iPXE fetches over HTTP by default: the URL's path is renamed, the http://gateway/ base kept.
     ipxe = rewrite_boot_names(text["/srv/tftp/nfsroot.ipxe"].decode(), mapping)
     assert (
-        "kernel boot/vmlinuz-6.1.0-21-amd64.aaaaaaaaaaaa initrd=initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb "
-        "initrd=nfsroot-fedcba9876543210.img root=/dev/nfs " in ipxe
+        "kernel http://192.168.0.254/boot/vmlinuz-6.1.0-21-amd64.aaaaaaaaaaaa "
+        "initrd=initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb initrd=nfsroot-fedcba9876543210.img root=/dev/nfs " in ipxe
     )
-    assert "\ninitrd boot/initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb\ninitrd nfsroot-fedcba9876543210.img\n" in ipxe
+    assert (
+        "\ninitrd http://192.168.0.254/boot/initrd.img-6.1.0-21-amd64.bbbbbbbbbbbb"
+        "\ninitrd http://192.168.0.254/nfsroot-fedcba9876543210.img\n" in ipxe
+    )
     assert "BOOTIF=01-${net0/mac:hexhyp}" in ipxe and "BOOTIF=$bootif $nodeargs" in grub  # arguments untouched
 
 
@@ -150,8 +162,8 @@ def test_plan_renames_boot_files_in_grub_and_ipxe() -> None:
     ],
 )
 def test_loader_files_come_from_debian_packages(firmware: str, names: list[str]) -> None:
-    need(all(Path(path).is_file() for _, path, _ in ALL_LOADER_FILES), "a loader package is not installed")
     cluster = parse(spec_text(append=[f"firmware: {firmware}"]))
+    need(all(Path(path).is_file() for _, path, _ in wanted_loaders(cluster)), "a loader package is not installed")
     artifacts = outputs.loader(cluster).artifacts
     assert [a.path.rsplit("/", 1)[1] for a in artifacts] == names
     sources = {name: (path, package) for name, path, package in ALL_LOADER_FILES}
@@ -188,3 +200,21 @@ def test_overlay_survives_the_efi_stub_joining_initrds_without_padding() -> None
     members = [m.name for s in scan(io.BytesIO(distro + safe), "joined") for m in s.members()]
     assert "scripts/init-bottom/nfsroot" in members and "init" in members
     assert outputs.overlay_image(parse(IPXE_EFI)) == (name, safe)  # reproducible
+
+
+def test_arm64_grub_is_installed_beside_the_others_and_reads_the_same_grub_cfg() -> None:
+    cluster = parse(spec_text(append=["firmware: {arm64: grub}"]))
+    assert wanted_loaders(cluster)[-1] == GRUB_ARM64
+    assert GRUB_ARM64[1] == "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed"
+    (artifact,) = render_loader(cluster, [LoaderFile("grubaa64.efi", "grub-efi-arm64-signed", "1+2.06", b"MZ")])
+    assert artifact.path == "/srv/tftp/grubaa64.efi" and "firmware" in artifact.fields
+    assert "/srv/tftp/grub/grub.cfg" in configs(spec_text(append=["firmware: {arm64: grub}"]))
+
+
+def test_a_missing_arm64_package_says_how_to_install_it_through_multiarch(tmp_path: Path) -> None:
+    absent = ("grubaa64.efi", str(tmp_path / "grubnetaa64.efi.signed"), "grub-efi-arm64-signed")
+    with pytest.raises(LoaderMissingError) as caught:
+        read_loader_files((absent,))
+    assert "dpkg --add-architecture arm64 && apt-get update && apt-get install grub-efi-arm64-signed:arm64" in str(
+        caught.value
+    )

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.boottest.errors import BootPrerequisiteError, BootTestError
+from pipeline.boottest.httpd import HttpServer
+from pipeline.boottest.legacypxe import SecondStage, legacy_rom_config
 from pipeline.boottest.proc import Daemon, NetworkSandbox, wait_until
 from pipeline.boottest.target import BootNode
 from pipeline.fsutil import write_atomic
@@ -38,6 +40,11 @@ class LanSettings:
     firmware: str
     # The dnsmasq configuration for a TFTP root (the harness's TFTP directory): the generated one.
     dnsmasq_config: Callable[[Path], bytes]
+    # The nginx server block for that root when iPXE fetches over HTTP (pipeline/boottest/httpd.py).
+    http_config: Callable[[Path], bytes] | None = None
+    # > 0: the NIC ROMs are answered as non-iPXE PXE ROMs until this many nodes fetched undionly.kpxe
+    # (pipeline/boottest/legacypxe.py): the real chainload of undionly.kpxe.
+    legacy_pxe_nodes: int = 0
 
 
 def generated_dnsmasq(cluster: Cluster) -> Callable[[Path], bytes]:
@@ -85,16 +92,36 @@ class Lan:
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "dnsmasq.conf"
         self.log = workdir / "dnsmasq.log"
-        write_atomic(conf, settings.dnsmasq_config(tftp))
-        self.dnsmasq = Daemon(
+        generated = settings.dnsmasq_config(tftp)
+        write_atomic(conf, generated)
+        self.second_stage: SecondStage | None = None
+        if settings.legacy_pxe_nodes:
+            first = workdir / "dnsmasq-legacy-rom.conf"
+            write_atomic(first, legacy_rom_config(generated))
+            self.dnsmasq = self._daemon(first)
+            self.second_stage = SecondStage(settings.legacy_pxe_nodes, self._log, lambda: self._restart(conf))
+        else:
+            self.dnsmasq = self._daemon(conf)
+        config = settings.http_config
+        self.http = HttpServer(config(tftp), sandbox, workdir / "http") if config else None
+
+    def _daemon(self, conf: Path) -> Daemon:
+        workdir = self.workdir
+        return Daemon(
             "dnsmasq",
-            sandbox.wrap([
+            self.sandbox.wrap([
                 _dnsmasq(), "--keep-in-foreground", f"--conf-file={conf}", "--port=0", "--user=root", "--group=root",
                 f"--pid-file={workdir / 'dnsmasq.pid'}", f"--dhcp-leasefile={workdir / 'dnsmasq.leases'}", f"--log-facility={self.log}",
                 "--log-dhcp", "--bind-interfaces",
             ]),
             workdir / "dnsmasq.out",
         )  # fmt: skip
+
+    def _restart(self, conf: Path) -> None:
+        """dnsmasq again with `conf` (the leases file keeps each node's address)."""
+        self.dnsmasq.stop(timeout=10)
+        self.dnsmasq = self._daemon(conf)
+        self.dnsmasq.start()
 
     def _ip(self, *args: str) -> None:
         run(self.sandbox.wrap(["ip", *args]), timeout=30)
@@ -107,6 +134,10 @@ class Lan:
         started = wait_until(lambda: not self.dnsmasq.alive() or "TFTP root is" in self._log(), 15)
         if not self.dnsmasq.alive() or not started:
             raise BootTestError(f"dnsmasq did not start: {self.dnsmasq.log_tail(5)} {self._log()[-500:]}")
+        if self.http is not None:
+            self.http.start()  # after the bridge has the gateway address it listens on
+        if self.second_stage is not None:
+            self.second_stage.start()
 
     def _log(self) -> str:
         try:
@@ -115,7 +146,13 @@ class Lan:
             return ""
 
     def stop(self) -> None:
-        self.dnsmasq.stop(timeout=10)
+        if self.http is not None:
+            self.http.stop()
+        try:
+            if self.second_stage is not None:
+                self.second_stage.stop()  # before dnsmasq: a restart must not start one after this
+        finally:
+            self.dnsmasq.stop(timeout=10)
 
     def tap_for(self, node: BootNode) -> str:
         name = self.taps.get(node.id)

@@ -47,6 +47,8 @@ class VmSettings:
     accel: str = "tcg"
     memory_mb: int = 768
     timeout: float = 240.0  # seconds per node, from QEMU's start to its exit
+    # Seconds of silence on the serial console before a node is given up (a chainload adds a DHCP round).
+    silent_limit: float = SILENT_LIMIT
 
 
 def _opt(value: str) -> str:
@@ -130,7 +132,7 @@ class VmRun:
         self._read()
         self.finished = round(time.monotonic() - self.started, 1)
 
-    def poll(self, timeout: float) -> bool:
+    def poll(self, timeout: float, silent_limit: float = SILENT_LIMIT) -> bool:
         """Advance this VM; True once it is over (exited, or stopped with a failure)."""
         if self.finished is not None:
             return True
@@ -154,7 +156,7 @@ class VmRun:
         if "report" in self.milestones and elapsed - self.milestones["report"] > POWEROFF_GRACE:
             self._finish(None)  # the guest reported; a slow poweroff is not the test's business
             return True
-        if not self._text and elapsed > min(SILENT_LIMIT, timeout):
+        if not self._text and elapsed > min(silent_limit, timeout):
             self._finish(
                 f"nothing on the serial console after {elapsed:.0f}s: PXE/TFTP, pxelinux.cfg or the kernel's "
                 "start failed"
@@ -214,7 +216,7 @@ def watch(
         raise BootTestError("no nodes to boot")
     last_health = time.monotonic()
     while True:
-        pending = [r for r in runs if not r.poll(vm.timeout)]
+        pending = [r for r in runs if not r.poll(vm.timeout, vm.silent_limit)]
         if not pending:
             return
         if health is not None and time.monotonic() - last_health > 5:

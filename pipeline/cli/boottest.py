@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.boottest.clientroot import fetch_static_busybox
 from pipeline.boottest.harness import BootOptions, BootRun, run_boottest
+from pipeline.boottest.httpd import generated_http
 from pipeline.boottest.lan import FIRMWARE, LanSettings, generated_dnsmasq
 from pipeline.boottest.qemu import VmSettings
 from pipeline.boottest.realroot import run_root_boottest
@@ -77,7 +78,7 @@ def _boottest(args: argparse.Namespace) -> int:
         parallel=not args.sequential,
         vm=VmSettings(accel=args.accel, memory_mb=args.memory, timeout=args.timeout),
         network=args.network,
-        lan=LanSettings(args.firmware, generated_dnsmasq(cluster)) if args.firmware else None,
+        lan=LanSettings(args.firmware, generated_dnsmasq(cluster), generated_http(cluster)) if args.firmware else None,
     )
     if args.root is not None:
         if args.timeout == DEFAULT_TIMEOUT:

@@ -5,6 +5,8 @@
   builds `BOOTIF=01-aa-bb-…` from it with `regexp`.
 - iPXE: `BOOTIF=01-${net0/mac:hexhyp}`, per node by comparing `${net0/mac}`. The EFI stub finds each initrd by
   the `initrd=` name on the kernel line; it joins them without padding, which is why our overlay is compressed.
+  With firmware.transport http the kernel and initrds are http:// URLs on the gateway (render/httpserver.py);
+  `initrd=` keeps the bare name, which iPXE gives an image fetched from a URL.
 
 Both carry the boot files' names as pxelinux does (boot/vmlinuz-<version>), with the role `pxelinux`, so plan
 rewrites them to the resolved names and rollback points them back, by the same code (pipeline/state/pxecfg.py).
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 
 from pipeline.render.artifact import Artifact
 from pipeline.render.bootfiles import kernel_name
-from pipeline.render.firmware import IPXE_SCRIPT, uses_grub, uses_ipxe
+from pipeline.render.firmware import IPXE_SCRIPT, http_base, uses_grub, uses_ipxe
 from pipeline.render.pxelinux import append_args
 from pipeline.render.templating import render
 from pipeline.spec.model import Cluster
@@ -44,11 +46,11 @@ def render_bootcfg(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
     artifacts = []
     if uses_grub(cluster):
         artifacts += [
-            Artifact(f"{tftp}/grub", "dir", "pxelinux", ("firmware.uefi",), mode=0o755),
+            Artifact(f"{tftp}/grub", "dir", "pxelinux", ("firmware",), mode=0o755),
             Artifact(f"{tftp}/{GRUB_CFG}", "file", "pxelinux", fields, render("grub.cfg.j2", **context)),
         ]
     if uses_ipxe(cluster):
         initrd_args = [f"initrd={name.rpartition('/')[2]}" for name in initrds]
-        data = render("nfsroot.ipxe.j2", initrd_args=initrd_args, **context)
+        data = render("nfsroot.ipxe.j2", initrd_args=initrd_args, base=http_base(cluster), **context)
         artifacts.append(Artifact(f"{tftp}/{IPXE_SCRIPT}", "file", "pxelinux", fields, data))
     return artifacts

@@ -9,7 +9,7 @@ is answered with pxe-service (whose x86PC basename gets its ".0" from the client
 from __future__ import annotations
 
 from pipeline.render.artifact import Artifact
-from pipeline.render.firmware import IPXE_SCRIPT, bios_file, uefi_file, uses_ipxe
+from pipeline.render.firmware import IPXE_SCRIPT, arm64_file, bios_file, uefi_file, uses_ipxe
 from pipeline.render.templating import render
 from pipeline.spec.model import Cluster
 
@@ -37,6 +37,7 @@ def render_dnsmasq(cluster: Cluster) -> list[Artifact]:
         mode=dhcp.mode,
         interface=dhcp.interface,
         tftp_root=cluster.gateway.tftp_root,
+        tftp_max=dhcp.tftp_max,
         network=str(net.network_address),
         netmask=str(net.netmask),
         range_start=dhcp.range_start,
@@ -46,6 +47,7 @@ def render_dnsmasq(cluster: Cluster) -> list[Artifact]:
         bios=bios_file(cluster),
         bios_proxy=_proxy_basename(bios_file(cluster)),
         uefi=uefi_file(cluster),
+        arm64=arm64_file(cluster),
         ipxe_script=IPXE_SCRIPT if uses_ipxe(cluster) else None,
         not_ipxe="tag:!ipxe," if uses_ipxe(cluster) else "",
     )

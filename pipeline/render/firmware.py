@@ -11,6 +11,7 @@ IPXE_SCRIPT = "nfsroot.ipxe"  # what iPXE (user-class iPXE) is handed instead of
 
 BIOS_FILES = {"pxelinux": "pxelinux.0", "ipxe": "undionly.kpxe"}
 UEFI_FILES = {"shim": "shimx64.efi", "grub": "grubx64.efi", "ipxe": "snponly.efi"}
+ARM64_FILES = {"grub": "grubaa64.efi"}  # the name Debian's arm64 shim would load: free for a later shim
 
 
 def bios_file(cluster: Cluster) -> str:
@@ -21,9 +22,27 @@ def uefi_file(cluster: Cluster) -> str | None:
     return UEFI_FILES.get(cluster.firmware.uefi)
 
 
+def arm64_file(cluster: Cluster) -> str | None:
+    return ARM64_FILES.get(cluster.firmware.arm64)
+
+
 def uses_ipxe(cluster: Cluster) -> bool:
     return cluster.firmware.bios == "ipxe" or cluster.firmware.uefi == "ipxe"
 
 
 def uses_grub(cluster: Cluster) -> bool:
-    return cluster.firmware.uefi in ("shim", "grub")
+    return cluster.firmware.uefi in ("shim", "grub") or cluster.firmware.arm64 == "grub"
+
+
+def uses_http(cluster: Cluster) -> bool:
+    """iPXE fetches the kernel and initrds over HTTP (firmware.transport), so the gateway serves them."""
+    return uses_ipxe(cluster) and cluster.firmware.transport == "http"
+
+
+def http_base(cluster: Cluster) -> str:
+    """The URL the iPXE script prefixes to the TFTP root's file names; '' when it fetches over TFTP (relative
+    names resolve against the script's own tftp:// URL)."""
+    if not uses_http(cluster):
+        return ""
+    port = cluster.firmware.http.port
+    return f"http://{cluster.gateway.ip}{'' if port == 80 else f':{port}'}/"

@@ -25,15 +25,18 @@ SHIM = ("shimx64.efi", "/usr/lib/shim/shimx64.efi.signed", "shim-signed")
 GRUB = ("grubx64.efi", "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grub-efi-amd64-signed")
 SNPONLY = ("snponly.efi", "/usr/lib/ipxe/snponly.efi", "ipxe")
 UNDIONLY = ("undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe", "ipxe")
+# An arm64 package: on an amd64 build machine it comes through multiarch (see LoaderMissingError's text).
+GRUB_ARM64 = ("grubaa64.efi", "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed", "grub-efi-arm64-signed")
 # Every file any spec may ask for (families.LOADER_PATHS repeats the paths).
-ALL_LOADER_FILES = (*LOADER_FILES, SHIM, GRUB, SNPONLY, UNDIONLY)
+ALL_LOADER_FILES = (*LOADER_FILES, SHIM, GRUB, SNPONLY, UNDIONLY, GRUB_ARM64)
 
 
 def wanted_loaders(cluster: Cluster) -> tuple[tuple[str, str, str], ...]:
     """The loader files this cluster's firmware choices need, pxelinux's always (as before `firmware`)."""
     extra = {"shim": (SHIM, GRUB), "grub": (GRUB,), "ipxe": (SNPONLY,), "none": ()}[cluster.firmware.uefi]
     bios = (UNDIONLY,) if cluster.firmware.bios == "ipxe" else ()
-    return (*LOADER_FILES, *extra, *bios)
+    arm64 = (GRUB_ARM64,) if cluster.firmware.arm64 == "grub" else ()
+    return (*LOADER_FILES, *extra, *bios, *arm64)
 
 
 _PXELINUX = {name for name, _, _ in LOADER_FILES}
@@ -58,8 +61,11 @@ def read_loader_files(wanted: tuple[tuple[str, str, str], ...] = LOADER_FILES) -
         try:
             data = Path(path).read_bytes()
         except FileNotFoundError:
+            install = f"apt-get install {package}"
+            if package.endswith("-arm64-signed"):  # an arm64 package on an amd64 build machine: multiarch
+                install = f"dpkg --add-architecture arm64 && apt-get update && apt-get install {package}:arm64"
             raise LoaderMissingError(
-                f"{path} is missing: install Debian's {package} on this machine (apt-get install {package}); "
+                f"{path} is missing: install Debian's {package} on this machine ({install}); "
                 f"nodes boot {name} from the TFTP root"
             ) from None
         result = run(["dpkg-query", "--show", "--showformat=${Version}", package])

@@ -44,6 +44,14 @@ def dnsmasq(value: Any) -> str:
     return text
 
 
+def nginx(value: Any) -> str:
+    """An nginx directive argument: the dnsmasq alphabet, which also holds none of nginx's ; { } $ quotes."""
+    text = str(value)
+    if not _DNSMASQ.fullmatch(text):
+        raise UnsafeValueError(f"refusing to render {text!r} into an nginx configuration: not a plain word")
+    return text
+
+
 def shquote(value: Any) -> str:
     return shlex.quote(str(value))
 
@@ -93,6 +101,7 @@ def environment() -> SandboxedEnvironment:
     env.filters["token"] = token
     env.filters["shquote"] = shquote
     env.filters["dnsmasq"] = dnsmasq
+    env.filters["nginx"] = nginx
     return env
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 _LEASE = re.compile(r"(?:[1-9][0-9]{0,7}[smhdw]?|infinite)")
 # Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no /, whitespace, commas or colons.
 _INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+TFTP_MAX = 256  # dhcp.tftp_max's default (see there)
 
 
 def _lease(value: str) -> str:
@@ -45,6 +46,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Http(_Section):
+    """The HTTP server (nginx) that serves the TFTP root read-only to iPXE: kernel and initrds."""
+
+    port: int = Field(80, ge=1, le=65535, strict=True, description="TCP port on the gateway address.")
+    config_file: AbsPath = Field(
+        "/etc/nginx/conf.d/nfsroot.conf",
+        description="The nginx server block we own (Debian's nginx.conf includes conf.d/*.conf).",
+    )
+
+
 class Firmware(_Section):
     """The boot loader each kind of firmware starts from the TFTP root (installed from Debian's packages)."""
 
@@ -56,6 +67,20 @@ class Firmware(_Section):
         description="UEFI x86-64 clients: shim (Secure Boot: shimx64.efi, then the signed grubx64.efi), grub "
         "(grubx64.efi without shim), ipxe (snponly.efi running the iPXE script), or none.",
     )
+    arm64: Literal["none", "grub"] = Field(
+        "none",
+        description="UEFI arm64 clients (option 93 = 11): grub (grubaa64.efi, Debian's signed arm64 netboot GRUB "
+        "from grub-efi-arm64-signed:arm64, reading the same grub/grub.cfg: the root must hold an arm64 kernel), "
+        "or none.",
+    )
+    # HTTP by default: 7-13x faster than TFTP in the boot-storm benchmark (docs/benchmarks.md). Only iPXE
+    # uses it; pxelinux.0 and Debian's signed netboot GRUB (no http module) always fetch over TFTP.
+    transport: Literal["http", "tftp"] = Field(
+        "http",
+        description="How iPXE fetches the kernel and initrds: http (from the gateway's nginx, firmware.http) or "
+        "tftp. pxelinux and GRUB always use TFTP.",
+    )
+    http: Http = Field(Http(), description="The gateway's HTTP server, when iPXE fetches over HTTP.")
 
 
 class Dhcp(_Section):
@@ -69,6 +94,15 @@ class Dhcp(_Section):
     lease_time: LeaseTime = Field("12h", description="Lease time of dynamic and fixed addresses.")
     interface: Interface | None = Field(None, description="Serve only this interface (dnsmasq interface=).")
     config_file: AbsPath = Field("/etc/dnsmasq.d/nfsroot.conf", description="The dnsmasq configuration we own.")
+    # dnsmasq's own default is 50 concurrent TFTP transfers; a node fetches its files one at a time, so a
+    # boot storm of N nodes needs N. Chosen from benchmarks/bench_bootstorm.py at 128 nodes (docs/benchmarks.md).
+    tftp_max: int = Field(
+        TFTP_MAX,
+        ge=1,
+        le=4096,
+        strict=True,
+        description="Concurrent TFTP transfers (dnsmasq tftp-max): at least the nodes that boot at once.",
+    )
     reload: tuple[ArgvWord, ...] = Field(
         (), description="Run after the configuration changed, e.g. [systemctl, restart, dnsmasq]; [] to disable."
     )

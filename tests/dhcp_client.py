@@ -1,0 +1,58 @@
+"""A minimal DHCP client for tests: one DISCOVER with a chosen client architecture (option 93), the OFFER's
+boot file back. Run inside a network namespace the test made (python3 tests/dhcp_client.py IFACE MAC ARCH)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import sys
+
+
+def discover(mac: str, arch: int, xid: int) -> bytes:
+    hw = bytes.fromhex(mac.replace(":", ""))
+    header = struct.pack("!BBBBIHH4s4s4s4s", 1, 1, 6, 0, xid, 0, 0x8000, bytes(4), bytes(4), bytes(4), bytes(4))
+    vendor = f"PXEClient:Arch:{arch:05d}:UNDI:003016".encode()
+    options = (
+        bytes([53, 1, 1])  # DHCPDISCOVER
+        + bytes([93, 2]) + struct.pack("!H", arch)  # client system architecture
+        + bytes([94, 3, 1, 3, 16])  # client network interface: UNDI 3.16
+        + bytes([60, len(vendor)]) + vendor
+        + bytes([55, 3, 1, 3, 67, 255])
+    )  # fmt: skip
+    return header + hw.ljust(16, b"\0") + bytes(64) + bytes(128) + b"\x63\x82\x53\x63" + options
+
+
+def boot_file(reply: bytes) -> str:
+    """The boot file name: option 67 if present, else the fixed `file` field."""
+    i = 240
+    while i < len(reply) and reply[i] != 255:
+        if reply[i] == 0:
+            i += 1
+            continue
+        code, length = reply[i], reply[i + 1]
+        if code == 67:
+            return reply[i + 2 : i + 2 + length].rstrip(b"\0").decode()
+        i += 2 + length
+    return reply[108:236].split(b"\0", 1)[0].decode()
+
+
+def main() -> None:
+    interface, mac, arch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    xid = int.from_bytes(os.urandom(4), "big")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    sock.bind(("", 68))
+    sock.settimeout(10)
+    sock.sendto(discover(mac, arch, xid), ("255.255.255.255", 67))
+    while True:
+        reply, _ = sock.recvfrom(4096)
+        if reply[0] == 2 and struct.unpack("!I", reply[4:8])[0] == xid:
+            print(boot_file(reply))
+            return
+
+
+if __name__ == "__main__":
+    main()
