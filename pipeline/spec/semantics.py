@@ -35,18 +35,15 @@ _RUNTIME_DIRS = ("/proc", "/sys", "/dev", "/run")
 
 def semantic_problems(c: Cluster) -> list[Finding]:
     from pipeline.spec.dhcp import dhcp_problems
+    from pipeline.spec.groups import group_problems
 
-    return (
-        list(_gateway(c))
-        + list(_shares(c))
-        + list(_mounts(c))
-        + list(_symlinks(c))
-        + list(_nodes(c))
-        + list(_boot(c))
-        + collision_problems(c)
-        + cmdline_problems(c)
-        + list(dhcp_problems(c))
-    )
+    # The rules of one group's settings run over every group's effective spec (pipeline.spec.groups).
+    return list(_gateway(c)) + list(_shares(c)) + list(_nodes(c)) + list(dhcp_problems(c)) + group_problems(c)
+
+
+def view_problems(c: Cluster) -> list[Finding]:
+    """The rules that must hold for each group's effective spec (its nodes, mounts, symlinks and boot)."""
+    return list(_mounts(c)) + list(_symlinks(c)) + list(_boot(c)) + collision_problems(c) + cmdline_problems(c)
 
 
 def _gateway(c: Cluster) -> Iterator[Finding]:
