@@ -35,8 +35,18 @@ class GroupView:
         return "" if self.name == DEFAULT_GROUP else f"groups.{self.name}"
 
     def fields(self, fields: tuple[str, ...]) -> tuple[str, ...]:
-        """An artifact's spec fields, led by the group's own when the view is a group's."""
-        return (self.field, *fields) if self.field else fields
+        """An artifact's spec fields, led by the group's own when the view is a group's; a node is named by
+        its index in the spec, not in the view."""
+        if not self.field:
+            return fields
+        return (self.field, *(self._spec_field(f) for f in fields))
+
+    def _spec_field(self, field: str) -> str:
+        head, _, rest = field.partition("nodes.known.")
+        index, dot, tail = rest.partition(".")
+        if head or not index.isdigit():
+            return field
+        return f"nodes.known.{self.members[int(index)]}{dot}{tail}"
 
 
 def overridden(group: Group) -> dict[str, Any]:

@@ -10,7 +10,17 @@ import ipaddress
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from pipeline.spec.dhcp import Dhcp, Firmware
 from pipeline.spec.kernel import KernelChoice
@@ -149,14 +159,29 @@ class Node(_Part):
 DEFAULT_GROUP = "default"  # the cluster-wide settings, as a group: reserved, no entry of `groups` may take it
 
 
+class _Sparse(_Part):
+    """A model whose unset fields are None and left out when dumped: the part files doit passes between tasks
+    must validate again, and an explicit null is refused (the default None is not validated)."""
+
+    @model_serializer(mode="wrap")
+    def _set_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
 def _override(model: type[BaseModel]) -> type[BaseModel]:
     """`model` with every field optional and unset by default: a group states only what differs. Explicit
     nulls stay refused (the default None is not validated), so "unset" has one spelling: leaving it out."""
+    # A field's validators and bounds live in its metadata once pydantic has read the class: carry them over.
     fields: dict[str, Any] = {
-        name: (f.annotation, Field(None, description=f.description)) for name, f in model.model_fields.items()
+        name: (
+            Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation,
+            Field(None, description=f.description),
+        )
+        for name, f in model.model_fields.items()
     }
     doc = f"{model.__doc__} A group's fields replace the cluster-wide ones; unset fields are inherited."
-    return create_model(f"{model.__name__}Override", __base__=_Part, __doc__=doc, **fields)
+    return create_model(f"{model.__name__}Override", __base__=_Sparse, __doc__=doc, **fields)
 
 
 if TYPE_CHECKING:
@@ -170,7 +195,7 @@ else:
     BootOverride = _override(Boot)
 
 
-class Group(_Part):
+class Group(_Sparse):
     """A node group: settings that replace the cluster-wide ones for its nodes (docs/groups.md).
 
     The fields here are THE list of what a group can override (pipeline.spec.groups reads it from this class):
