@@ -1,0 +1,194 @@
+"""Node groups: golden renders of a two-group spec (examples/groups.yaml), the seed unchanged, every rule checked
+per group at the group's line, and a build + plan that serves each group its own kernel, initrd and configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import outputs
+from pipeline.errors import SpecError
+from pipeline.review import expected_generated, stale_report
+from pipeline.spec.load import load_cluster, parse_cluster
+from pipeline.spec.model import Cluster
+from tests.prereq import require_program
+from tests.spec_helpers import spec_text
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "groups.yaml"
+GOLDEN = Path(__file__).parent / "golden" / "groups"
+CP_MAC, CP_MAIN = "44:8a:5b:dd:d8:ba", "52:54:00:c0:ff:ee"
+
+
+@pytest.fixture(scope="module")
+def example() -> Cluster:
+    return load_cluster(EXAMPLE)[0]
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(SpecError) as err:
+        parse_cluster(text, "cluster.yaml")
+    return [str(p) for p in err.value.problems]
+
+
+def _example(old: str, new: str) -> str:
+    text = EXAMPLE.read_text()
+    assert old in text
+    return text.replace(old, new)
+
+
+def _line(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_golden_renders_of_two_groups(example: Cluster) -> None:
+    """Everything generated/ would hold for the example: both groups' boot scripts, pxelinux files, GRUB and
+    iPXE entries, symlink plans and the groups review."""
+    files = expected_generated(example, EXAMPLE.parent)
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        for rel, data in files.items():
+            (GOLDEN / rel).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / rel).write_bytes(data)
+    assert stale_report(files, GOLDEN) == [], "differs from tests/golden/groups (UPDATE_GOLDEN=1 to accept)"
+    assert "groups/control-plane/initramfs/scripts/init-bottom/nfsroot" in files
+    assert "review/groups.txt" in files
+
+
+def test_each_node_boots_its_groups_settings(example: Cluster) -> None:
+    views = {v.name: v for v in example.groups_resolved()}
+    assert list(views) == ["workers", "control-plane"]  # unknown nodes' group first
+    assert views["workers"].default and not views["control-plane"].default
+    workers, cp = views["workers"].cluster, views["control-plane"].cluster
+    assert (workers.boot.kernel, cp.boot.kernel) == ("6.1.0-21-amd64", "6.1.0-22-amd64")
+    assert cp.boot.method == workers.boot.method == "overlay"  # merged field by field: inherited
+    assert [w.mount for w in cp.writable] == ["/var/local", "/home", "/var/lib/etcd"]
+    assert [n.mac for n in cp.nodes.known] == [CP_MAC, CP_MAIN]
+    assert [example.hostname_for(n) for n in example.nodes.known] == [
+        "worker-node-0023249434ae",
+        "control-448a5bddd8ba",
+        "cp-main",
+    ]
+    names = {v: outputs.initrd_names(views[v].cluster, REPO) for v in views}
+    assert names["workers"][1] != names["control-plane"][1]  # an overlay initrd of its own
+    pxe = {a.path.rsplit("/", 1)[1]: a for a in outputs.pxelinux(example, names["workers"], names).artifacts}
+    node = pxe["01-" + CP_MAC.replace(":", "-")].data.decode()
+    assert "KERNEL boot/vmlinuz-6.1.0-22-amd64\n" in node
+    assert f"INITRD boot/initrd.img-6.1.0-22-amd64,{names['control-plane'][1]}\n" in node
+    assert "systemd.unit=multi-user.target" in node
+    assert "systemd.unit=multi-user.target" not in pxe["default"].data.decode()
+    assert pxe["01-" + CP_MAC.replace(":", "-")].fields[0] == "groups.control-plane"  # the plan's reason
+    assert "nodes.known.1" in pxe["01-" + CP_MAC.replace(":", "-")].fields  # the spec's index, not the group's
+    assert "01-00-23-24-94-34-ae" not in pxe  # a plain worker boots pxelinux.cfg/default
+
+
+def test_grub_script_check_accepts_the_groups_entries(example: Cluster, tmp_path: Path) -> None:
+    checker = require_program("grub-script-check")
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_bytes((GOLDEN / "gateway/srv/tftp/grub/grub.cfg").read_bytes())
+    assert subprocess.run([checker, str(cfg)], capture_output=True).returncode == 0
+    text = cfg.read_text()
+    assert 'set default="group-control-plane"' in text and '--id "group-control-plane"' in text
+
+
+def test_seed_spec_is_its_own_single_group() -> None:
+    seed = load_cluster(REPO / "cluster.yaml")[0]
+    (view,) = seed.groups_resolved()
+    assert view.cluster is seed and view.default and view.field == ""
+    # An empty groups section changes nothing either.
+    plain = parse_cluster(spec_text(), "c.yaml")[0]
+    empty = parse_cluster(spec_text(append=["groups: {}"]), "c.yaml")[0]
+    assert expected_generated(plain, REPO) == expected_generated(empty, REPO)
+
+
+def test_unknown_group_is_reported_at_its_line() -> None:
+    text = _example(f'{{mac: "{CP_MAC}", group: control-plane}}', f'{{mac: "{CP_MAC}", group: control}}')
+    line = _line(text, "group: control}")
+    assert _problems(text) == [
+        f"cluster.yaml:{line}:41: nodes.known.1.group: no group named 'control' (groups: control-plane, workers)"
+    ]
+    text = _example("default_group: workers", "default_group: worker")
+    assert _problems(text) == [
+        f"cluster.yaml:{_line(text, 'default_group')}:18: nodes.default_group: no group named 'worker' "
+        "(groups: control-plane, workers)"
+    ]
+
+
+def test_group_names_are_validated_and_default_is_reserved() -> None:
+    text = _example("  control-plane:\n", "  Control_Plane:\n")
+    assert any("groups.Control_Plane" in p for p in _problems(text))
+    text = _example("  workers: {}", "  default: {}")
+    assert (
+        f"cluster.yaml:{_line(text, 'default: {}')}:3: groups.default: 'default' names the cluster-wide"
+        in (_problems(text)[0])
+    )
+
+
+def test_a_groups_own_setting_is_checked_at_its_line() -> None:
+    text = _example("cmdline: [nfsrootdebug, ", f'cmdline: ["{"x" * 2000}", ')
+    line = _line(text, "x" * 100)
+    (problem,) = _problems(text)
+    assert problem.startswith(f"cluster.yaml:{line}:16: groups.control-plane.boot.cmdline: the kernel command line")
+    # A per-node writable mount the group's writable set lacks: its symlinks (inherited) point nowhere.
+    text = _example("      - {mount: /var/local, share: workers, per_node: true, subdir: control-plane}\n", "")
+    found = _problems(text)
+    line = _line(text, "  control-plane:")
+    assert (
+        f"cluster.yaml:{line}:3: groups.control-plane: with the cluster-wide symlinks./etc/hostname: target "
+        "/var/local/hostname is not under a writable mount (writable mounts: /home, /var/lib/etcd)"
+    ) in found
+    # A field rule inside a group's section, at its own line.
+    text = _example("      kernel: 6.1.0-22-amd64", "      kernel: 6.1.0-22-amd64\n      mount_retries: 99")
+    assert _problems(text) == [
+        f"cluster.yaml:{_line(text, 'mount_retries')}:22: groups.control-plane.boot.mount_retries: 99 is out of "
+        "range: must be less than or equal to 30"
+    ]
+
+
+def test_rules_across_groups() -> None:
+    # Host names are unique over all groups, each node named by its own group's pattern.
+    text = _example('hostname: "control-{mac}"', 'hostname: "worker-node-{mac}"')
+    text = text.replace("hostname: cp-main,", "hostname: worker-node-0023249434ae,")
+    assert any("host name worker-node-0023249434ae is also used by node 0" in p for p in _problems(text))
+    # Symlinks live in the read-only root: two groups booting one root must agree on them.
+    text = _example('    hostname: "control-{mac}"\n', '    hostname: "control-{mac}"\n    symlinks: {}\n')
+    assert any(
+        "groups.control-plane.symlinks: differs from the symlinks of group 'workers', which boots the same root" in p
+        for p in _problems(text)
+    )
+
+
+def test_doit_builds_and_plan_serves_each_group_its_kernel(tmp_path: Path) -> None:
+    """The whole build of the example, published as generated/ (the golden tree), then planned against a root
+    holding both kernels: each group's pxelinux file names its own resolved kernel."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(EXAMPLE, work / "cluster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NFSROOT_")}
+    doit = [sys.executable, "-m", "doit", "run", "-f", str(REPO / "pipeline/tasks.py"), "-d", str(work)]
+    built = subprocess.run([*doit, "--db-file", str(work / ".doit.db")], capture_output=True, text=True, env=env)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert stale_report(expected_generated(load_cluster(EXAMPLE)[0], REPO), work / "generated") == []
+    target = tmp_path / "gateway"
+    for version in ("6.1.0-21-amd64", "6.1.0-22-amd64"):
+        (target / "clients/lib/modules" / version).mkdir(parents=True)
+        (target / "clients/boot").mkdir(exist_ok=True)
+        (target / f"clients/boot/vmlinuz-{version}").write_text(f"kernel {version}\n")
+        (target / f"clients/boot/initrd.img-{version}").write_text(f"initrd {version}\n")
+    nfsroot = [sys.executable, "-m", "pipeline", "-f", str(work / "cluster.yaml")]
+    plan = subprocess.run(
+        [*nfsroot, "plan", "--build", str(work / "build"), "--target", str(target)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    out = plan.stdout
+    assert "+KERNEL boot/vmlinuz-6.1.0-22-amd64." in out and "+KERNEL boot/vmlinuz-6.1.0-21-amd64." in out
+    assert "copy /clients/boot/vmlinuz-6.1.0-22-amd64 from the target root; from groups.control-plane" in out
+    assert "from groups.control-plane, name, gateway, root, shares, boot, nodes.known.1" in out
