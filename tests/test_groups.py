@@ -163,32 +163,73 @@ def test_rules_across_groups() -> None:
     )
 
 
-def test_doit_builds_and_plan_serves_each_group_its_kernel(tmp_path: Path) -> None:
-    """The whole build of the example, published as generated/ (the golden tree), then planned against a root
-    holding both kernels: each group's pxelinux file names its own resolved kernel."""
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copy(EXAMPLE, work / "cluster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NFSROOT_")}
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("NFSROOT_")}
+
+
+def _build(work: Path, text: str) -> None:
+    work.mkdir(exist_ok=True)
+    (work / "cluster.yaml").write_text(text)
     doit = [sys.executable, "-m", "doit", "run", "-f", str(REPO / "pipeline/tasks.py"), "-d", str(work)]
-    built = subprocess.run([*doit, "--db-file", str(work / ".doit.db")], capture_output=True, text=True, env=env)
+    built = subprocess.run([*doit, "--db-file", str(work / ".doit.db")], capture_output=True, text=True, env=ENV)
     assert built.returncode == 0, built.stdout + built.stderr
-    assert stale_report(expected_generated(load_cluster(EXAMPLE)[0], REPO), work / "generated") == []
-    target = tmp_path / "gateway"
+
+
+def _nfsroot(work: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pipeline", "-f", str(work / "cluster.yaml"), *argv]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV)
+
+
+def _target_root(target: Path) -> Path:
     for version in ("6.1.0-21-amd64", "6.1.0-22-amd64"):
         (target / "clients/lib/modules" / version).mkdir(parents=True)
         (target / "clients/boot").mkdir(exist_ok=True)
         (target / f"clients/boot/vmlinuz-{version}").write_text(f"kernel {version}\n")
         (target / f"clients/boot/initrd.img-{version}").write_text(f"initrd {version}\n")
-    nfsroot = [sys.executable, "-m", "pipeline", "-f", str(work / "cluster.yaml")]
-    plan = subprocess.run(
-        [*nfsroot, "plan", "--build", str(work / "build"), "--target", str(target)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    return target
+
+
+def test_doit_builds_and_plan_serves_each_group_its_kernel(tmp_path: Path) -> None:
+    """The whole build of the example, published as generated/ (the golden tree), then planned against a root
+    holding both kernels: each group's pxelinux file names its own resolved kernel."""
+    work = tmp_path / "work"
+    _build(work, EXAMPLE.read_text())
+    assert stale_report(expected_generated(load_cluster(EXAMPLE)[0], REPO), work / "generated") == []
+    target = _target_root(tmp_path / "gateway")
+    plan = _nfsroot(work, "plan", "--build", str(work / "build"), "--target", str(target))
     assert plan.returncode == 2, plan.stdout + plan.stderr
     out = plan.stdout
     assert "+KERNEL boot/vmlinuz-6.1.0-22-amd64." in out and "+KERNEL boot/vmlinuz-6.1.0-21-amd64." in out
     assert "copy /clients/boot/vmlinuz-6.1.0-22-amd64 from the target root; from groups.control-plane" in out
     assert "from groups.control-plane, name, gateway, root, shares, boot, nodes.known.1" in out
+
+
+def _overlays(text: str) -> dict[str, str]:
+    cluster = parse_cluster(text, "c.yaml")[0]
+    return {v.name: outputs.initrd_names(v.cluster, REPO)[1] for v in cluster.groups_resolved()}
+
+
+def test_rollback_points_each_group_at_its_own_previous_initrd(tmp_path: Path) -> None:
+    """Two applies, then rollback: every group's configs go back to that group's previous overlay, whatever
+    order the new overlays' names sort in (the edit is chosen so that their order flips)."""
+    first = EXAMPLE.read_text()
+    before = _overlays(first)
+    for n in range(1, 31):  # the boot script holds mount_retries: each group's overlay changes
+        second = first.replace("  on_failure: panic\n", f"  on_failure: panic\n  mount_retries: {n}\n")
+        second = second.replace(
+            "      kernel: 6.1.0-22-amd64\n", f"      kernel: 6.1.0-22-amd64\n      mount_retries: {n}\n"
+        )
+        after = _overlays(second)
+        if (before["workers"] < before["control-plane"]) != (after["workers"] < after["control-plane"]):
+            break
+    else:
+        pytest.fail("no edit flips the order of the overlays' names")
+    work, target = tmp_path / "work", _target_root(tmp_path / "gateway")
+    for text in (first, second):
+        _build(work, text)
+        applied = _nfsroot(work, "apply", "--build", str(work / "build"), "--target", str(target))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+    rolled = _nfsroot(work, "rollback", "--build", str(work / "build"), "--target", str(target))
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    pxe = target / "srv/tftp/pxelinux.cfg"
+    assert f",{before['workers']}\n" in (pxe / "default").read_text()
+    assert f",{before['control-plane']}\n" in (pxe / ("01-" + CP_MAC.replace(":", "-"))).read_text()
