@@ -188,6 +188,27 @@ def _target_root(target: Path) -> Path:
     return target
 
 
+def test_groups_booting_different_roots_need_different_kernels() -> None:
+    text = _example("  workers: {path:", "  other: {path: /other, access: ro}\n  workers: {path:")
+    text = text.replace('    hostname: "control-{mac}"\n', '    hostname: "control-{mac}"\n    root: {share: other}\n')
+    parse_cluster(text, "c.yaml")  # another root and another kernel: fine
+    same = text.replace("      kernel: 6.1.0-22-amd64", "      kernel: 6.1.0-21-amd64")
+    assert any(
+        "groups.control-plane.boot.kernel: group 'workers' boots kernel 6.1.0-21-amd64 from another root share" in p
+        for p in _problems(same)
+    )
+
+
+def test_warnings_hold_for_each_group() -> None:
+    text = _example("      kernel: 6.1.0-22-amd64", "      kernel: 6.1.0-22-amd64\n      sysappend: [ip]")
+    warnings = [str(w) for w in parse_cluster(text, "cluster.yaml")[1]]
+    assert (
+        f"cluster.yaml:{_line(text, 'sysappend: [ip]')}:18: groups.control-plane.boot.sysappend: without bootif "
+        "the boot script must guess the MAC from the interface (add bootif (pxelinux SYSAPPEND 2))"
+    ) in warnings
+    assert not any("sysappend" in str(w) for w in parse_cluster(EXAMPLE.read_text(), "cluster.yaml")[1])
+
+
 def test_doit_builds_and_plan_serves_each_group_its_kernel(tmp_path: Path) -> None:
     """The whole build of the example, published as generated/ (the golden tree), then planned against a root
     holding both kernels: each group's pxelinux file names its own resolved kernel."""

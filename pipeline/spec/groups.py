@@ -9,6 +9,7 @@ keeps a spec without groups rendering byte for byte as before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -126,22 +127,29 @@ def group_problems(cluster: Cluster) -> list[Finding]:
     names = _names(cluster)
     if names:
         return names + view_problems(cluster)
+    return per_group(cluster, view_problems) + _shared_roots(cluster)
+
+
+def per_group(cluster: Cluster, rules: Callable[[Cluster], list[Finding]]) -> list[Finding]:
+    """`rules` over the cluster-wide settings (with the nodes that boot them) and over each group's view,
+    a group's findings relocated to its own lines (a valid spec's group names: see group_problems)."""
+    if not cluster.groups and cluster.nodes.default_group is None:
+        return rules(cluster)
     default = tuple(i for i, n in enumerate(cluster.nodes.known) if cluster.group_of(n) == DEFAULT_GROUP)
     found: list[Finding] = [
         (_nodes_at(default, loc), message, hint)
-        for loc, message, hint in view_problems(view_of(cluster, DEFAULT_GROUP, default))
+        for loc, message, hint in rules(view_of(cluster, DEFAULT_GROUP, default))
     ]
     base = {(loc, message) for loc, message, _ in found}
     for view in resolve_groups(cluster):
         group = cluster.groups.get(view.name)
         if group is None:
             continue  # the cluster-wide settings, checked above
-        for loc, message, hint in view_problems(view.cluster):
+        for loc, message, hint in rules(view.cluster):
             loc = _nodes_at(view.members, loc)
             if (loc, message) in base and loc[0] not in overridden(group):
-                continue  # the cluster-wide settings' own problem, reported once at its line
+                continue  # the cluster-wide settings' own finding, reported once at its line
             found.append((*_at_group(view.name, group, loc, message), hint))
-    found += _shared_roots(cluster)
     return list(dict.fromkeys(found))
 
 

@@ -250,6 +250,19 @@ def _boot(c: Cluster) -> Iterator[Finding]:
         yield ("boot", "sysappend"), "a name is given twice", ""
 
 
+def _view_warnings(c: Cluster) -> list[Finding]:
+    """Warnings about settings a node group can set: checked for each group."""
+    if "bootif" in c.boot.sysappend:
+        return []
+    return [
+        (
+            ("boot", "sysappend"),
+            "without bootif the boot script must guess the MAC from the interface",
+            "add bootif (pxelinux SYSAPPEND 2)",
+        )
+    ]
+
+
 def lint_warnings(c: Cluster) -> list[Finding]:
     """Legal but risky settings; reported by `validate` and `doit`, never fatal."""
     found: list[Finding] = []
@@ -263,14 +276,9 @@ def lint_warnings(c: Cluster) -> list[Finding]:
                     "drop no_root_squash unless nodes must write as root, or narrow clients to the nodes' addresses",
                 )
             )
-    if "bootif" not in c.boot.sysappend:
-        found.append(
-            (
-                ("boot", "sysappend"),
-                "without bootif the boot script must guess the MAC from the interface",
-                "add bootif (pxelinux SYSAPPEND 2)",
-            )
-        )
+    from pipeline.spec.groups import per_group
+
+    found += per_group(c, _view_warnings)
     if c.deploy.exports_file == "/etc/exports":
         found.append(
             (
