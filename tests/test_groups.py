@@ -3,6 +3,7 @@ per group at the group's line, and a build + plan that serves each group its own
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -254,3 +255,27 @@ def test_rollback_points_each_group_at_its_own_previous_initrd(tmp_path: Path) -
     pxe = target / "srv/tftp/pxelinux.cfg"
     assert f",{before['workers']}\n" in (pxe / "default").read_text()
     assert f",{before['control-plane']}\n" in (pxe / ("01-" + CP_MAC.replace(":", "-"))).read_text()
+
+
+def test_audit_counts_a_path_writable_only_when_every_group_has_it(tmp_path: Path) -> None:
+    """/var/tmp mounted cluster-wide but not in a group's own writable set is read-only on that group's nodes."""
+    mounts = "\n".join(
+        [
+            "      - {mount: /var/local, share: workers, per_node: true}",
+            "      - {mount: /home, share: workers, subdir: home}",
+        ]
+    )
+    var_tmp = "  - {mount: /var/tmp, share: workers, per_node: true, subdir: tmp}"
+
+    def lint_paths(text: str) -> set[str]:
+        (tmp_path / "cluster.yaml").write_text(text)
+        argv = ["-f", str(tmp_path / "cluster.yaml"), "audit", "--json", "--target", str(tmp_path / "none")]
+        proc = subprocess.run([sys.executable, "-m", "pipeline", *argv], capture_output=True, text=True, env=ENV)
+        assert proc.returncode == 0, proc.stderr
+        return {w["path"] for w in json.loads(proc.stdout)["lint"]}
+
+    with_var_tmp = spec_text(replace={12: "  - {mount: /home, share: workers, subdir: home}\n" + var_tmp})
+    assert "/var/tmp" not in lint_paths(with_var_tmp)
+    small = ["groups:", "  small:", "    writable:", mounts]
+    assert "/var/tmp" in lint_paths(with_var_tmp + "\n".join(small) + "\n")
+    assert "/var/tmp" not in lint_paths(with_var_tmp + "\n".join([*small, "    " + var_tmp]) + "\n")
