@@ -279,3 +279,13 @@ def test_audit_counts_a_path_writable_only_when_every_group_has_it(tmp_path: Pat
     small = ["groups:", "  small:", "    writable:", mounts]
     assert "/var/tmp" in lint_paths(with_var_tmp + "\n".join(small) + "\n")
     assert "/var/tmp" not in lint_paths(with_var_tmp + "\n".join([*small, "    " + var_tmp]) + "\n")
+
+
+def test_a_node_can_boot_the_cluster_wide_settings_when_unknown_nodes_boot_a_group() -> None:
+    text = _example('    - {mac: "00:23:24:94:34:ae"}', '    - {mac: "00:23:24:94:34:ae", group: default}')
+    cluster = parse_cluster(text, "c.yaml")[0]
+    views = {v.name: v for v in cluster.groups_resolved()}
+    assert list(views) == ["workers", "control-plane", "default"] and views["default"].members == (0,)
+    names = {v: outputs.initrd_names(views[v].cluster, REPO) for v in views}
+    pxe = {a.path.rsplit("/", 1)[1]: a for a in outputs.pxelinux(cluster, names["workers"], names).artifacts}
+    assert "01-00-23-24-94-34-ae" in pxe  # its own file: pxelinux.cfg/default boots the workers group

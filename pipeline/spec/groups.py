@@ -86,6 +86,8 @@ def resolve_groups(cluster: Cluster) -> tuple[GroupView, ...]:
     members: dict[str, list[int]] = {n: [] for n in names}
     for i, node in enumerate(cluster.nodes.known):
         members.setdefault(cluster.group_of(node), []).append(i)
+    if DEFAULT_GROUP not in names and members.get(DEFAULT_GROUP):
+        names.append(DEFAULT_GROUP)  # `group: default`: the cluster-wide settings, though unknown nodes boot another
     return tuple(
         GroupView(name, view_of(cluster, name, tuple(members[name])), name == default, tuple(members[name]))
         for name in names
