@@ -22,6 +22,8 @@ PARTS = (
     "boot",
     "nodes.hostname",
     "nodes.known",
+    "nodes.default_group",
+    "groups",
     "deploy",
     "rootfs",
     "firmware",
@@ -32,6 +34,9 @@ PARTS = (
 def _share_paths(data: dict[str, Any]) -> Any:
     return {name: {"path": s["path"], "access": s["access"]} for name, s in data["shares"].items()}
 
+
+# What every family that runs per node group, or names nodes by their group's pattern, reads besides its parts.
+GROUPS = ("nodes.default_group", "groups")
 
 # Views of parts, written beside them, for families that need less than a whole part: pxelinux and the boot
 # script need the shares' paths, not their export options, so editing an option must not rerun them.
@@ -72,35 +77,46 @@ FAMILIES: dict[str, Family] = {
         Family(
             "exports",
             "NFS exports file and share directories",
-            ("name", "gateway", "shares", "writable", "deploy"),
+            ("name", "gateway", "shares", "writable", "deploy", *GROUPS),
             ("render/exports.py",),
             ("exports.j2",),
         ),
         Family(
             "hosts",
             "hosts file of nodes with fixed addresses",
-            ("name", "nodes.hostname", "nodes.known", "deploy"),
+            ("name", "nodes.hostname", "nodes.known", "deploy", *GROUPS),
             ("render/hosts.py",),
             ("hosts.j2",),
         ),
         Family(
             "symlinks",
             "symlink plan: links and mount points in the read-only root, review text and JSON",
-            ("name", "shares.paths", "root", "writable", "symlinks", "nodes.hostname", "nodes.known"),
+            ("name", "shares.paths", "root", "writable", "symlinks", "nodes.hostname", "nodes.known", *GROUPS),
             ("render/symlinks.py", "render/profile.py"),
             ("symlinks.txt.j2",),
         ),
         Family(
             "initrd",
             "boot script packed as an overlay initrd (or repacked into the distro initrd)",
-            ("name", "gateway", "shares.paths", "root", "writable", "symlinks", "boot", "nodes.hostname", "firmware"),
+            (
+                "name",
+                "gateway",
+                "shares.paths",
+                "root",
+                "writable",
+                "symlinks",
+                "boot",
+                "nodes.hostname",
+                "firmware",
+                *GROUPS,
+            ),
             ("render/bootscript.py", "render/profile.py", "archive"),
             ("initramfs",),
         ),
         Family(
             "bootfiles",
             "the root's kernel and distro initrd for the TFTP root, chosen by version (resolved at plan time)",
-            ("name", "gateway", "shares.paths", "root", "boot"),
+            ("name", "gateway", "shares.paths", "root", "boot", *GROUPS),
             ("render/bootfiles.py",),
             (),
         ),
@@ -115,7 +131,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "dnsmasq",
             "dnsmasq DHCP (full or proxy) and TFTP configuration, a boot loader per client architecture",
-            ("name", "gateway", "nodes.hostname", "nodes.known", "firmware", "dhcp"),
+            ("name", "gateway", "nodes.hostname", "nodes.known", "firmware", "dhcp", *GROUPS),
             ("render/dnsmasq.py", "render/firmware.py"),
             ("dnsmasq.conf.j2",),
         ),
@@ -129,7 +145,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "pxelinux",
             "pxelinux.cfg/default and per-node 01-<mac> files; grub/grub.cfg and nfsroot.ipxe when firmware asks",
-            ("name", "gateway", "shares.paths", "root", "boot", "nodes.known", "firmware"),
+            ("name", "gateway", "shares.paths", "root", "boot", "nodes.known", "firmware", *GROUPS),
             ("render/pxelinux.py", "render/bootfiles.py", "render/bootcfg.py", "render/firmware.py"),
             ("pxelinux.cfg.j2", "grub.cfg.j2", "nfsroot.ipxe.j2"),
         ),

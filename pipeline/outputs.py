@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.errors import PipelineError
@@ -22,6 +22,7 @@ from pipeline.render.hosts import render_hosts
 from pipeline.render.httpserver import render_httpserver
 from pipeline.render.pxelinux import render_pxelinux
 from pipeline.render.symlinks import render_symlink_artifacts, render_symlink_review
+from pipeline.spec.groups import GroupView
 from pipeline.spec.model import Cluster
 from pipeline.textsafe import printable
 
@@ -52,8 +53,39 @@ def source_date_epoch() -> int:
     return int(value)
 
 
+# -- node groups: per-group renderers run over each group's effective spec, and their outputs are merged ----
+
+
+def _in_group(view: GroupView, artifacts: list[Artifact]) -> list[Artifact]:
+    """A group's artifacts name the group first in their fields: the plan's reasons say which group."""
+    return artifacts if not view.field else [replace(a, fields=view.fields(a.fields)) for a in artifacts]
+
+
+def _union(rendered: Iterable[tuple[GroupView, list[Artifact]]]) -> list[Artifact]:
+    """The artifacts of every group, each path once. Two groups may want the same object (a directory, a
+    kernel, an identical overlay) but never different ones: semantics rule that out (pipeline.spec.groups),
+    and this refuses it should a rule be missing."""
+    seen: dict[str, tuple[str, Artifact]] = {}
+    merged: list[Artifact] = []
+    for view, artifacts in rendered:
+        for a in _in_group(view, artifacts):
+            first = seen.get(a.path)
+            if first is None:
+                seen[a.path] = (view.name, a)
+                merged.append(a)
+            elif replace(first[1], fields=()) != replace(a, fields=()):
+                raise PipelineError(
+                    f"{a.path}: groups {first[0]!r} and {view.name!r} want different {a.role} objects there"
+                )
+    return merged
+
+
+def per_group(cluster: Cluster, render: Callable[[Cluster], list[Artifact]]) -> list[Artifact]:
+    return _union((view, render(view.cluster)) for view in cluster.groups_resolved())
+
+
 def exports(cluster: Cluster) -> Rendered:
-    return Rendered(render_exports(cluster), [])
+    return Rendered(per_group(cluster, render_exports), [])
 
 
 def hosts(cluster: Cluster) -> Rendered:
@@ -61,11 +93,17 @@ def hosts(cluster: Cluster) -> Rendered:
 
 
 def symlinks(cluster: Cluster) -> Rendered:
-    return Rendered(render_symlink_artifacts(cluster), render_symlink_review(cluster))
+    from pipeline.render.groups import render_groups_review
+
+    views = cluster.groups_resolved()
+    reviews = render_symlink_review(views[0].cluster)
+    for view in views[1:]:
+        reviews += [replace(doc, name=f"groups/{view.name}/{doc.name}") for doc in render_symlink_review(view.cluster)]
+    return Rendered(per_group(cluster, render_symlink_artifacts), reviews + render_groups_review(cluster, views))
 
 
 def bootfiles(cluster: Cluster) -> Rendered:
-    return Rendered(render_bootfiles(cluster), [])
+    return Rendered(per_group(cluster, render_bootfiles), [])
 
 
 def dnsmasq(cluster: Cluster) -> Rendered:
@@ -82,11 +120,22 @@ def loader(cluster: Cluster) -> Rendered:
     return Rendered(render_loader(cluster, read_loader_files(wanted_loaders(cluster))), [])
 
 
-def pxelinux(cluster: Cluster, initrds: list[str]) -> Rendered:
-    """pxelinux configs, and GRUB's and iPXE's beside them when `firmware` asks for those loaders."""
-    from pipeline.render.bootcfg import render_bootcfg
+def pxelinux(
+    cluster: Cluster, initrds: Sequence[str], group_initrds: Mapping[str, Sequence[str]] | None = None
+) -> Rendered:
+    """pxelinux configs, and GRUB's and iPXE's beside them when `firmware` asks for those loaders.
 
-    return Rendered(render_pxelinux(cluster, initrds) + render_bootcfg(cluster, initrds), [])
+    `initrds` are those of the group unknown nodes boot; `group_initrds` those of each other group."""
+    from pipeline.render.bootcfg import Entry, render_bootcfg
+
+    views = cluster.groups_resolved()
+    wanted = {views[0].name: initrds, **(group_initrds or {})}
+    missing = [v.name for v in views if v.name not in wanted]
+    if missing:
+        raise PipelineError(f"no initrds built for group {missing[0]!r}: run `doit` (the initrd task) again")
+    configs = _union((v, render_pxelinux(v.cluster, wanted[v.name], default=v.default)) for v in views)
+    entries = [Entry(v.name, v.cluster, wanted[v.name]) for v in views[1:]]
+    return Rendered(configs + render_bootcfg(views[0].cluster, initrds, entries), [])
 
 
 def boot_script(cluster: Cluster) -> bytes:
@@ -121,6 +170,16 @@ def repack_name(cluster: Cluster, source: Path, script: bytes | None = None) -> 
 def repack_source(cluster: Cluster, base: Path) -> Path:
     assert cluster.boot.repack.source is not None  # the model requires it for the repack method
     return (base / cluster.boot.repack.source).resolve()
+
+
+def group_initrd_names(cluster: Cluster, base: Path) -> dict[str, list[str]]:
+    """INITRD files in load order of each group but the default one (whose are initrd_names)."""
+    return {v.name: initrd_names(v.cluster, base) for v in cluster.groups_resolved()[1:]}
+
+
+def script_review_name(view: GroupView) -> str:
+    """The boot script's review copy under build/review/: a group's own beside the default one."""
+    return f"initrd/{SCRIPT_NAME}" if view.default else f"initrd/groups/{view.name}/{SCRIPT_NAME}"
 
 
 def initrd_names(cluster: Cluster, base: Path, script: bytes | None = None) -> list[str]:

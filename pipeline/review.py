@@ -19,7 +19,12 @@ SCRIPT_DOC = f"initrd/{SCRIPT_NAME}"  # the boot script's review copy under buil
 
 
 def _generated_name(doc: str) -> str:
-    return SCRIPT_REVIEW if doc == SCRIPT_DOC else f"review/{doc}"
+    if doc == SCRIPT_DOC:
+        return SCRIPT_REVIEW
+    group, found, rest = doc.removeprefix("initrd/groups/").partition("/")
+    if doc.startswith("initrd/groups/") and found and rest == SCRIPT_NAME:
+        return f"groups/{group}/{SCRIPT_REVIEW}"  # a node group's own boot script
+    return f"review/{doc}"
 
 
 def published(ws: Workspace) -> dict[str, bytes]:
@@ -48,16 +53,18 @@ def expected_generated(cluster: Cluster, base: Path) -> dict[str, bytes]:
     from pipeline import outputs
 
     files: dict[str, bytes] = {}
-    script = outputs.boot_script(cluster)
+    views = cluster.groups_resolved()
+    for view in views:
+        files[_generated_name(outputs.script_review_name(view))] = outputs.boot_script(view.cluster)
     rendered = [outputs.SIMPLE[name](cluster) for name in ("exports", "hosts", "symlinks")]
-    rendered.append(outputs.pxelinux(cluster, outputs.initrd_names(cluster, base, script)))
+    initrds = outputs.initrd_names(views[0].cluster, base)
+    rendered.append(outputs.pxelinux(cluster, initrds, outputs.group_initrd_names(cluster, base)))
     for r in rendered:
         for a in r.artifacts:
             if a.kind == "file" and a.role in TEXT_ROLES:
                 files["gateway" + a.path] = a.data
         for doc in r.reviews:
             files[_generated_name(doc.name)] = doc.data
-    files[_generated_name(SCRIPT_DOC)] = script
     return files
 
 

@@ -119,35 +119,49 @@ def _render_simple(family: str) -> PipelineFailed | None:
 
 
 def _render_initrd() -> PipelineFailed | None:
+    """One boot script and initrd per node group (named by content: identical groups share one)."""
     from pipeline import outputs
     from pipeline.render.artifact import Artifact, ReviewDoc
     from pipeline.stage import stage_family
 
     _renders()
     try:
-        cluster = _cluster()
-        script = ReviewDoc("initrd/" + outputs.SCRIPT_NAME, outputs.boot_script(cluster))
-        if cluster.boot.method == "overlay":
-            name, data = outputs.overlay_image(cluster, script.data)
-            image = Artifact(
-                outputs.initrd_path(cluster, name), "file", "initrd", ("boot", "writable", "symlinks"), data
-            )
-            stage_family(
-                WS, "initrd", [image], [script], extra={"initrds": [outputs.distro_initrd_name(cluster), name]}
-            )
-        else:
-            _repack(cluster, script)
+        images: list[Artifact] = []
+        scripts: list[ReviewDoc] = []
+        entries: list[dict[str, Any]] = []
+        inputs: dict[str, Any] = {}
+        initrds: dict[str, list[str]] = {}
+        for view in _cluster().groups_resolved():
+            cluster = view.cluster
+            script = ReviewDoc(outputs.script_review_name(view), outputs.boot_script(cluster))
+            scripts.append(script)
+            if cluster.boot.method == "overlay":
+                name, data = outputs.overlay_image(cluster, script.data)
+                fields = view.fields(("boot", "writable", "symlinks"))
+                if all(a.path != outputs.initrd_path(cluster, name) for a in images):
+                    images.append(Artifact(outputs.initrd_path(cluster, name), "file", "initrd", fields, data))
+                initrds[view.name] = [outputs.distro_initrd_name(cluster), name]
+            else:
+                entry, name, source = _repack(cluster, script, view.fields(("boot", "writable", "symlinks")))
+                if all(e["path"] != entry["path"] for e in entries):
+                    entries.append(entry)
+                inputs |= source
+                initrds[view.name] = [name]
+        first, *others = initrds
+        extra: dict[str, Any] = {"initrds": initrds[first]}
+        if others:
+            extra["groups"] = {name: initrds[name] for name in others}
+        stage_family(WS, "initrd", images, scripts, extra_entries=entries, extra=extra, inputs=inputs or None)
     except PipelineError as exc:
         return failure(exc)
     return None
 
 
-def _repack(cluster: Cluster, script: Any) -> None:
+def _repack(cluster: Cluster, script: Any, fields: tuple[str, ...]) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Repack the distro initrd with the script (unless already built): its manifest entry, name and input."""
     from pipeline import outputs
-    from pipeline.archive.overlay import overlay_files
     from pipeline.archive.repack import repack
     from pipeline.seal import file_sha256, record_file
-    from pipeline.stage import stage_family
 
     source = outputs.repack_source(cluster, WS.base)
     if not source.is_file():
@@ -160,6 +174,8 @@ def _repack(cluster: Cluster, script: Any) -> None:
     out = WS.staged(path)
     # Named by its inputs: an existing file is the same build, unless it differs from what was sealed.
     if not (out.is_file() and recorded_sha256(WS.seal("render.initrd"), out) == file_sha256(out)):
+        from pipeline.archive.overlay import overlay_files
+
         settings = cluster.boot.repack
         out.parent.mkdir(parents=True, exist_ok=True)
         repack(
@@ -175,21 +191,13 @@ def _repack(cluster: Cluster, script: Any) -> None:
         "path": path,
         "kind": "file",
         "role": "initrd",
-        "fields": ["boot", "writable", "symlinks"],
+        "fields": list(fields),
         "mode": "0644",
         "sha256": file_sha256(out),
         "size": out.stat().st_size,
         "staged": out.relative_to(WS.build).as_posix(),
     }
-    stage_family(
-        WS,
-        "initrd",
-        [],
-        [script],
-        extra_entries=[entry],
-        extra={"initrds": [name]},
-        inputs={str(source): source_record},
-    )
+    return entry, name, {str(source): source_record}
 
 
 def _render_pxelinux() -> PipelineFailed | None:
@@ -198,8 +206,8 @@ def _render_pxelinux() -> PipelineFailed | None:
 
     _renders()
     try:
-        initrds = read_fragment(WS, "initrd")["initrds"]
-        rendered = outputs.pxelinux(_cluster(), initrds)
+        fragment = read_fragment(WS, "initrd")
+        rendered = outputs.pxelinux(_cluster(), fragment["initrds"], fragment.get("groups"))
         stage_family(WS, "pxelinux", rendered.artifacts)
     except PipelineError as exc:
         return failure(exc)

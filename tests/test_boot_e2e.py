@@ -115,6 +115,46 @@ def test_two_nodes_boot(method: str, parallel: bool, kver: str, build_base: Path
     assert {"pxelinux.0", "ldlinux.c32", f"boot/vmlinuz-{kver}"} <= set(served)
 
 
+GROUPS = """
+groups:
+  second:
+    hostname: "grp-{mac}"
+    boot: {cmdline: [console=ttyS0, panic=-1, nfsroot_group=second]}
+    writable:
+      - {mount: /var/local, share: workers, per_node: true, subdir: second}
+      - {mount: /home, share: workers, subdir: home}
+      - {mount: /srv/second, share: workers, per_node: true, subdir: extra}
+"""
+
+
+def test_two_nodes_in_two_groups_boot_their_groups_settings(kver: str, tmp_path: Path) -> None:
+    """One run, one node per node group: each gets its group's kernel argument, host name and writable set."""
+    text = SPEC_TEMPLATE.read_text().replace("@KVER@", kver).replace("@METHOD@", "overlay")
+    text = text.replace("hostname: second-node}", "group: second}") + GROUPS
+    (tmp_path / "cluster.yaml").write_text(text)
+    env = {**os.environ, "NFSROOT_SPEC": "cluster.yaml", "NFSROOT_BUILD": "build", "NFSROOT_GENERATED": "gen"}
+    argv = [sys.executable, "-m", "doit", "-f", str(REPO / "pipeline" / "tasks.py"), "-d", str(tmp_path)]
+    proc = subprocess.run([*argv, "--db-file", str(tmp_path / ".doit.db")], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    cluster, _ = load_cluster(tmp_path / "cluster.yaml")
+    run = run_boottest(tmp_path / "build", cluster, MACS, workdir=tmp_path / "work")
+    assert run.ok, "\n".join(f"{r.mac}: {r.summary()} (log {r.serial_log})" for r in run.results)
+    first, second = sorted(run.results, key=lambda r: r.mac)
+    shares = run.workdir / "shares" / "workers"
+    assert first.report is not None and second.report is not None
+    assert (first.report.first("hostname"), second.report.first("hostname")) == ("bt-525400b00701", "grp-525400b00702")
+    assert "nfsroot_group=second" in (second.report.first("cmdline") or "")
+    assert "nfsroot_group" not in (first.report.first("cmdline") or "")
+    mounted = {m.split()[0]: m.split()[2] for m in second.report.all("mount")}  # mount point -> device
+    assert mounted["/srv/second"] == f"10.0.2.2:/workers/extra/{second.node_id}"
+    assert mounted["/var/local"] == f"10.0.2.2:/workers/second/{second.node_id}"
+    assert not any(m.startswith("/srv/second ") for m in first.report.all("mount"))
+    # Gateway side: each node's directory where its group puts it.
+    assert (shares / first.node_id / "hostname").read_text().strip() == "bt-525400b00701"
+    assert (shares / "second" / second.node_id / "hostname").read_text().strip() == "grp-525400b00702"
+    assert (shares / "extra" / second.node_id).is_dir() and not (shares / "extra" / first.node_id).exists()
+
+
 def test_cli_reports_each_node(kver: str, build_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, build = built("overlay", kver, build_base)
     spec = build.parent / "cluster.yaml"

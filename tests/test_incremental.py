@@ -35,12 +35,19 @@ EDITS: dict[str, dict[int, str]] = {
     },
     "firmware": {26: "deploy: {root: gateway/}\nfirmware: {uefi: ipxe}"},
     "dhcp": {26: "deploy: {root: gateway/}\ndhcp: {mode: proxy}"},
+    "groups": {26: "deploy: {root: gateway/}\ngroups: {gpu: {boot: {cmdline: [quiet]}}}"},
+    "nodes.default_group": {
+        23: "  default_group: gpu\n  known:",
+        26: "deploy: {root: gateway/}\ngroups: {gpu: {boot: {cmdline: [quiet]}}}",
+    },
 }
 
 
 def _family_output(name: str) -> Callable[[Cluster], object]:
     if name == "pxelinux":
-        return lambda c: outputs.pxelinux(c, ["initrd.img", "ours.img"])
+        return lambda c: outputs.pxelinux(
+            c, ["initrd.img", "ours.img"], {v.name: ["initrd.img", "theirs.img"] for v in c.groups_resolved()[1:]}
+        )
     if name == "initrd":
         return lambda c: outputs.overlay_image(c)
     return outputs.SIMPLE[name]

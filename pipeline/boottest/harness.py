@@ -162,7 +162,7 @@ def _boot_target(target: BootTarget, workdir: Path, options: BootOptions) -> Boo
     if options.share_dirs is not None:
         exports = {share: Path(options.share_dirs[share]).resolve() for share in target.shares}
     else:
-        layout = ClientRootLayout(dict(target.symlinks), [w.mount for w in target.writable])
+        layout = ClientRootLayout(dict(target.symlinks), list(dict.fromkeys(w.mount for w in target.writable)))
         client_root = build_client_root(workdir / "clientroot", layout, make_symlinks=target.manifest is None)
         exports = prepare_shares(target, workdir, client_root)
         if target.manifest is not None:

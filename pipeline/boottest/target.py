@@ -40,6 +40,8 @@ class WritableMount:
 class BootNode:
     mac: str
     hostname: str
+    # The node's own writable mounts when its node group's differ from the target's (None: the target's).
+    mounts: tuple[WritableMount, ...] | None = None
 
     @property
     def id(self) -> str:
@@ -92,12 +94,27 @@ class BootTarget:
     def node_dir_mount(self) -> WritableMount | None:
         return next((w for w in self.writable if w.per_node), None)
 
+    def writable_of(self, node: BootNode) -> tuple[WritableMount, ...]:
+        return self.writable if node.mounts is None else node.mounts
 
-def _hostname(cluster: Cluster, mac: str) -> str:
-    for node in cluster.nodes.known:
-        if node.id == node_id(mac):
-            return cluster.hostname_for(node)
-    return cluster.hostname_for(Node(mac=mac))
+    def node_dir_of(self, node: BootNode) -> WritableMount | None:
+        return next((w for w in self.writable_of(node) if w.per_node), None)
+
+
+def _mounts(cluster: Cluster) -> tuple[WritableMount, ...]:
+    return tuple(
+        WritableMount(w.mount, cluster.writable_export(w, NODE if w.per_node else None)) for w in cluster.writable
+    )
+
+
+def _node(cluster: Cluster, mac: str) -> BootNode:
+    """A test node as its node group boots it: host name and writable mounts (unknown MACs: the default group)."""
+    views = cluster.groups_resolved()
+    node = next((n for n in cluster.nodes.known if n.id == node_id(mac)), Node(mac=mac))
+    name = cluster.group_of(node) if node in cluster.nodes.known else views[0].name
+    view = next(v for v in views if v.name == name)
+    mounts = None if len(views) == 1 else _mounts(view.cluster)
+    return BootNode(mac.lower(), cluster.hostname_for(node), mounts)
 
 
 def from_cluster(
@@ -113,9 +130,9 @@ def from_cluster(
     for needed in (source / "pxelinux.cfg", manifest):
         if not needed.exists():
             raise BootTestError(f"{needed} does not exist: run `doit` first")
-    writable = tuple(
-        WritableMount(w.mount, cluster.writable_export(w, NODE if w.per_node else None)) for w in cluster.writable
-    )
+    nodes = tuple(_node(cluster, mac) for mac in macs)
+    # The served shares need every group's directories: the union of the nodes' mounts, the cluster's first.
+    writable = tuple(dict.fromkeys(_mounts(cluster) + tuple(w for n in nodes for w in n.mounts or ())))
     return BootTarget(
         tftp_source=source,
         gateway=cluster.gateway.address,
@@ -124,7 +141,7 @@ def from_cluster(
         root_share=cluster.root_share.path,
         writable=writable,
         symlinks=dict(cluster.symlinks),
-        nodes=tuple(BootNode(mac.lower(), _hostname(cluster, mac)) for mac in macs),
+        nodes=nodes,
         method=cluster.boot.method,
         manifest=manifest,
     )

@@ -96,7 +96,7 @@ def _read(path: Path | None) -> str | None:
 
 def gateway_checks(target: BootTarget, exports: Mapping[str, Path], node: BootNode) -> list[Check]:
     checks: list[Check] = []
-    node_mount = target.node_dir_mount
+    node_mount = target.node_dir_of(node)
     if node_mount is not None:
         node_dir = local_path(target, exports, node_mount.export_for(node.id))
         exists = node_dir is not None and node_dir.is_dir()
@@ -118,7 +118,7 @@ def gateway_checks(target: BootTarget, exports: Mapping[str, Path], node: BootNo
         ok = cmdline is not None and f"BOOTIF={node.bootif}" in cmdline and "nfsroot=" in cmdline
         name = f"{node_mount.export_for(node.id)}/{target.cmdline_file}"
         checks.append(Check(f"gateway {name}", ok, f"no BOOTIF={node.bootif} and nfsroot=: {cmdline!r}"))
-    for w in target.writable:
+    for w in target.writable_of(node):
         path = local_path(target, exports, w.export_for(node.id))
         marker = _read(path / f"{MARKER_PREFIX}{node.id}" if path else None)
         ok = marker is not None and f"hostname={node.hostname}" in marker
@@ -143,7 +143,7 @@ def guest_checks(target: BootTarget, node: BootNode, report: GuestReport | None)
     want_root = f"{target.gateway}:{target.root_share}"
     ok = root is not None and root[0] == "nfs" and root[1] == want_root and "ro" in root[2].split(",")
     checks.append(Check("guest root", ok, f"expected {want_root} read-only over nfs, got {root}"))
-    for w in target.writable:
+    for w in target.writable_of(node):
         got = mounts.get(w.mount)
         want = f"{target.gateway}:{w.export_for(node.id)}"
         ok = got is not None and got[0] == "nfs" and got[1] == want and "rw" in got[2].split(",")

@@ -85,11 +85,10 @@ def settings(args: argparse.Namespace) -> Settings:
         if args.keep_initrds is not None
         else (deploy.keep_initrds if deploy else Deploy.model_fields["keep_initrds"].default)
     )
-    writable = tuple(w.mount for w in cluster.writable) if cluster is not None else None
-    symlinks = tuple(cluster.symlinks) if cluster is not None else ()
-    if cluster is not None and writable is not None:  # what root.profile makes writable counts too
-        writable += profile.writable_paths(cluster)
-        symlinks += tuple(link.path for link in profile.links(cluster))
+    writable: tuple[str, ...] | None = None
+    symlinks: tuple[str, ...] = ()
+    if cluster is not None:
+        writable, symlinks = _writable_for_every_group(cluster)
     spec = spec_path if cluster is not None else None
     dnsmasq_reload: tuple[str, ...] | None = None
     if cluster is not None and cluster.dhcp is not None and not getattr(args, "no_reload", False):
@@ -106,6 +105,24 @@ def settings(args: argparse.Namespace) -> Settings:
         spec,
         dnsmasq_reload,
         cluster,
+    )
+
+
+def _writable_for_every_group(cluster: Cluster) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(writable mount points, symlink sources) the audit may count on: what every node group's nodes get,
+    root.profile's paths included. A path one group mounts and another leaves read-only is still read-only
+    on the other group's nodes."""
+    each = [
+        (
+            (*(w.mount for w in c.writable), *profile.writable_paths(c)),
+            (*c.symlinks, *(link.path for link in profile.links(c))),
+        )
+        for c in (view.cluster for view in cluster.groups_resolved())
+    ]
+    (writable, symlinks), others = each[0], each[1:]
+    return (
+        tuple(p for p in writable if all(p in w for w, _ in others)),
+        tuple(p for p in symlinks if all(p in s for _, s in others)),
     )
 
 

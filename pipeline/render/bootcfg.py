@@ -15,6 +15,7 @@ rewrites them to the resolved names and rollback points them back, by the same c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pipeline.render.artifact import Artifact
 from pipeline.render.bootfiles import kernel_name
@@ -27,13 +28,38 @@ GRUB_CFG = "grub/grub.cfg"  # the signed netboot GRUB's fixed prefix (/grub) at 
 FIELDS = ("name", "gateway", "root", "shares", "boot", "firmware")
 
 
-def _per_node(cluster: Cluster) -> list[tuple[str, list[str]]]:
-    """(MAC, extra arguments) of each node with overrides: what pxelinux's 01-<mac> files add to the default."""
+def _per_node(cluster: Cluster, every: bool = False) -> list[tuple[str, list[str]]]:
+    """(MAC, extra arguments) of each node with overrides (or of `every` node): what pxelinux's 01-<mac>
+    files add to the kernel line of their spec."""
     common = len(append_args(cluster))
-    return [(n.mac, append_args(cluster, n)[common:]) for n in cluster.nodes.known if n.customised]
+    return [(n.mac, append_args(cluster, n)[common:]) for n in cluster.nodes.known if every or n.customised]
 
 
-def render_bootcfg(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
+@dataclass(frozen=True)
+class Entry:
+    """A node group's boot entry besides the default one: its own kernel, initrds and command line, chosen
+    by its nodes' MACs (their entries come after the default's in both files)."""
+
+    id: str
+    cluster: Cluster  # the group's effective spec (pipeline.spec.groups)
+    initrds: Sequence[str]
+
+    def context(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "kernel": kernel_name(self.cluster),
+            "initrds": list(self.initrds),
+            "initrd_args": _initrd_args(self.initrds),
+            "append": append_args(self.cluster),
+            "nodes": _per_node(self.cluster, every=True),
+        }
+
+
+def _initrd_args(initrds: Sequence[str]) -> list[str]:
+    return [f"initrd={name.rpartition('/')[2]}" for name in initrds]
+
+
+def render_bootcfg(cluster: Cluster, initrds: Sequence[str], entries: Sequence[Entry] = ()) -> list[Artifact]:
     tftp = cluster.gateway.tftp_root.rstrip("/")
     context = {
         "name": cluster.name,
@@ -41,8 +67,10 @@ def render_bootcfg(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
         "initrds": list(initrds),
         "append": append_args(cluster),
         "nodes": _per_node(cluster),
+        "groups": [e.context() for e in entries],
     }
     fields = (*FIELDS, "nodes.known") if context["nodes"] else FIELDS
+    fields = (*fields, *(f"groups.{e.id}" for e in entries))
     artifacts = []
     if uses_grub(cluster):
         artifacts += [
@@ -50,7 +78,8 @@ def render_bootcfg(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
             Artifact(f"{tftp}/{GRUB_CFG}", "file", "pxelinux", fields, render("grub.cfg.j2", **context)),
         ]
     if uses_ipxe(cluster):
-        initrd_args = [f"initrd={name.rpartition('/')[2]}" for name in initrds]
-        data = render("nfsroot.ipxe.j2", initrd_args=initrd_args, base=http_base(cluster), **context)
+        data = render(
+            "nfsroot.ipxe.j2", initrd_args=_initrd_args(initrds), base=http_base(cluster), **context
+        )
         artifacts.append(Artifact(f"{tftp}/{IPXE_SCRIPT}", "file", "pxelinux", fields, data))
     return artifacts

@@ -32,8 +32,11 @@ def append_args(cluster: Cluster, node: Node | None = None) -> list[str]:
     return args
 
 
-def render_pxelinux(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
-    """`initrds` are the INITRD file names in load order (the distro's, then ours for the overlay method)."""
+def render_pxelinux(cluster: Cluster, initrds: Sequence[str], *, default: bool = True) -> list[Artifact]:
+    """`initrds` are the INITRD file names in load order (the distro's, then ours for the overlay method).
+
+    `default`: this spec is what unknown nodes boot (pxelinux.cfg/default); otherwise (a node group's
+    effective spec) every one of its nodes needs a file of its own, since `default` boots other settings."""
     base = {
         "name": cluster.name,
         "kernel": kernel_name(cluster),
@@ -41,18 +44,12 @@ def render_pxelinux(cluster: Cluster, initrds: Sequence[str]) -> list[Artifact]:
         "sysappend": cluster.sysappend_bits,
     }
     directory = config_dir(cluster)
-    artifacts = [
-        Artifact(directory, "dir", "pxelinux", ("gateway.tftp_root",), mode=0o755),
-        Artifact(
-            f"{directory}/default",
-            "file",
-            "pxelinux",
-            BASE_FIELDS,
-            render(TEMPLATE, node=None, append=append_args(cluster), **base),
-        ),
-    ]
+    artifacts = [Artifact(directory, "dir", "pxelinux", ("gateway.tftp_root",), mode=0o755)]
+    if default:
+        data = render(TEMPLATE, node=None, append=append_args(cluster), **base)
+        artifacts.append(Artifact(f"{directory}/default", "file", "pxelinux", BASE_FIELDS, data))
     for i, node in enumerate(cluster.nodes.known):
-        if not node.customised:
+        if default and not node.customised:
             continue
         data = render(TEMPLATE, node=node.mac, append=append_args(cluster, node), **base)
         artifacts.append(

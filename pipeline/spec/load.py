@@ -150,7 +150,8 @@ def _problems_from_validation(exc: ValidationError, doc: Document, filename: str
 def _findings_to_problems(findings: list[Finding], doc: Document, filename: str) -> list[Problem]:
     problems = []
     for loc, message, hint in findings:
-        origin = _locate(doc, loc)
+        # A problem of a node group as a whole is shown at its name, not at the first of its settings.
+        origin = _locate(doc, loc, key=len(loc) == 2 and loc[0] == "groups")
         line, col = (origin.line, origin.column) if origin else (0, 0)
         problems.append(Problem(filename, line, col, _field(loc), message, hint))
     return problems

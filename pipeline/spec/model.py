@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from pipeline.spec.dhcp import Dhcp, Firmware
 from pipeline.spec.kernel import KernelChoice
@@ -134,6 +144,7 @@ class Node(_Part):
     hostname: Hostname | None = Field(None, description="Overrides the pattern for this node.")
     address: IPv4Addr | None = Field(None, description="Fixed address, for the gateway's hosts file.")
     cmdline: tuple[KernelArg, ...] = Field((), description="Extra kernel arguments for this node only.")
+    group: Name | None = Field(None, description="The node group it boots as; default: nodes.default_group.")
 
     @property
     def id(self) -> str:
@@ -145,9 +156,66 @@ class Node(_Part):
         return self.hostname is not None or bool(self.cmdline)
 
 
+DEFAULT_GROUP = "default"  # the cluster-wide settings, as a group: reserved, no entry of `groups` may take it
+
+
+class _Sparse(_Part):
+    """A model whose unset fields are None and left out when dumped: the part files doit passes between tasks
+    must validate again, and an explicit null is refused (the default None is not validated)."""
+
+    @model_serializer(mode="wrap")
+    def _set_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def _override(model: type[BaseModel]) -> type[BaseModel]:
+    """`model` with every field optional and unset by default: a group states only what differs. Explicit
+    nulls stay refused (the default None is not validated), so "unset" has one spelling: leaving it out."""
+    # A field's validators and bounds live in its metadata once pydantic has read the class: carry them over.
+    fields: dict[str, Any] = {
+        name: (
+            Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation,
+            Field(None, description=f.description),
+        )
+        for name, f in model.model_fields.items()
+    }
+    doc = f"{model.__doc__} A group's fields replace the cluster-wide ones; unset fields are inherited."
+    return create_model(f"{model.__name__}Override", __base__=_Sparse, __doc__=doc, **fields)
+
+
+if TYPE_CHECKING:
+    from pipeline.spec.groups import GroupView
+
+if TYPE_CHECKING:  # to the type checker an override is the section it overrides (the same field names)
+    RootOverride = RootMount
+    BootOverride = Boot
+else:
+    RootOverride = _override(RootMount)
+    BootOverride = _override(Boot)
+
+
+class Group(_Sparse):
+    """A node group: settings that replace the cluster-wide ones for its nodes (docs/groups.md).
+
+    The fields here are THE list of what a group can override (pipeline.spec.groups reads it from this class):
+    a section (a model) is merged field by field over the cluster-wide one, anything else replaces it."""
+
+    hostname: HostnamePattern | None = Field(None, description="Host name pattern of the group's nodes.")
+    root: RootOverride | None = Field(None, description="Fields of `root` that differ for this group.")
+    boot: BootOverride | None = Field(None, description="Fields of `boot` that differ for this group.")
+    writable: tuple[Writable, ...] | None = Field(None, description="The group's writable mounts (all of them).")
+    symlinks: dict[AbsPath, AbsPath] | None = Field(None, description="The group's symlinks (all of them).")
+
+
 class Nodes(_Part):
     hostname: HostnamePattern = Field("node-{mac}", description="Host name pattern; {mac} is the node id.")
     known: tuple[Node, ...] = ()
+    default_group: Name | None = Field(
+        None,
+        description="The group of unknown nodes and of known nodes without a group; default: the cluster-wide "
+        f"settings themselves (the group {DEFAULT_GROUP!r}).",
+    )
 
 
 class Deploy(_Part):
@@ -184,6 +252,9 @@ class Cluster(_Part):
     rootfs: RootBuild | None = Field(None, description="Build the root with mmdebstrap; absent: adopt it.")
     firmware: Firmware = Field(Firmware(), description="Boot loaders per firmware; default: BIOS pxelinux only.")
     dhcp: Dhcp | None = Field(None, description="Generate a dnsmasq DHCP/TFTP configuration; absent: none.")
+    groups: dict[Name, Group] = Field(
+        default_factory=dict, description="Node groups: settings that differ for some nodes (docs/groups.md)."
+    )
 
     @field_validator("symlinks", mode="before")
     @classmethod
@@ -237,8 +308,20 @@ class Cluster(_Part):
         path = self.shares[w.share].path
         return f"{path.rstrip('/')}/{w.subdir}" if w.subdir else path
 
+    def group_of(self, node: Node) -> str:
+        """The name of the group a node boots as (DEFAULT_GROUP: the cluster-wide settings)."""
+        return node.group or self.nodes.default_group or DEFAULT_GROUP
+
     def hostname_for(self, node: Node) -> str:
-        return node.hostname or self.nodes.hostname.replace("{mac}", node.id)
+        group = self.groups.get(self.group_of(node))
+        pattern = group.hostname if group is not None and group.hostname is not None else self.nodes.hostname
+        return node.hostname or pattern.replace("{mac}", node.id)
+
+    def groups_resolved(self) -> tuple[GroupView, ...]:
+        """One effective spec per group that nodes boot as, the default group (unknown nodes') first."""
+        from pipeline.spec.groups import resolve_groups
+
+        return resolve_groups(self)
 
     @property
     def sysappend_bits(self) -> int:

@@ -35,18 +35,15 @@ _RUNTIME_DIRS = ("/proc", "/sys", "/dev", "/run")
 
 def semantic_problems(c: Cluster) -> list[Finding]:
     from pipeline.spec.dhcp import dhcp_problems
+    from pipeline.spec.groups import group_problems
 
-    return (
-        list(_gateway(c))
-        + list(_shares(c))
-        + list(_mounts(c))
-        + list(_symlinks(c))
-        + list(_nodes(c))
-        + list(_boot(c))
-        + collision_problems(c)
-        + cmdline_problems(c)
-        + list(dhcp_problems(c))
-    )
+    # The rules of one group's settings run over every group's effective spec (pipeline.spec.groups).
+    return list(_gateway(c)) + list(_shares(c)) + list(_nodes(c)) + list(dhcp_problems(c)) + group_problems(c)
+
+
+def view_problems(c: Cluster) -> list[Finding]:
+    """The rules that must hold for each group's effective spec (its nodes, mounts, symlinks and boot)."""
+    return list(_mounts(c)) + list(_symlinks(c)) + list(_boot(c)) + collision_problems(c) + cmdline_problems(c)
 
 
 def _gateway(c: Cluster) -> Iterator[Finding]:
@@ -253,6 +250,19 @@ def _boot(c: Cluster) -> Iterator[Finding]:
         yield ("boot", "sysappend"), "a name is given twice", ""
 
 
+def _view_warnings(c: Cluster) -> list[Finding]:
+    """Warnings about settings a node group can set: checked for each group."""
+    if "bootif" in c.boot.sysappend:
+        return []
+    return [
+        (
+            ("boot", "sysappend"),
+            "without bootif the boot script must guess the MAC from the interface",
+            "add bootif (pxelinux SYSAPPEND 2)",
+        )
+    ]
+
+
 def lint_warnings(c: Cluster) -> list[Finding]:
     """Legal but risky settings; reported by `validate` and `doit`, never fatal."""
     found: list[Finding] = []
@@ -266,14 +276,9 @@ def lint_warnings(c: Cluster) -> list[Finding]:
                     "drop no_root_squash unless nodes must write as root, or narrow clients to the nodes' addresses",
                 )
             )
-    if "bootif" not in c.boot.sysappend:
-        found.append(
-            (
-                ("boot", "sysappend"),
-                "without bootif the boot script must guess the MAC from the interface",
-                "add bootif (pxelinux SYSAPPEND 2)",
-            )
-        )
+    from pipeline.spec.groups import per_group
+
+    found += per_group(c, _view_warnings)
     if c.deploy.exports_file == "/etc/exports":
         found.append(
             (

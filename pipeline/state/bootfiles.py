@@ -142,14 +142,17 @@ def resolve_bootfiles(desired: Desired, root: TargetRoot | None, locate: Locate 
             f"{_where(requests[0], locate)}: the target root does not exist, and the nodes' kernel comes from "
             f"the root's {requests[0].source_dir} (adopt or build the root there first)"
         )
-    by_dir: dict[str, list[RootFileEntry]] = {}
+    # One version per source directory and requested version: node groups may boot different kernels.
+    by_dir: dict[tuple[str, str], list[RootFileEntry]] = {}
     for request in requests:
-        by_dir.setdefault(request.source_dir, []).append(request)
+        by_dir.setdefault((request.source_dir, request.version), []).append(request)
     resolved: list[Resolved] = []
     for group in by_dir.values():
         group.sort(key=lambda r: r.role != "kernel")  # a missing kernel is the message, not its initrd
         version = _version(root, group, locate)
         resolved += [Resolved(r, version, _resolve_one(root, r, version, locate)) for r in group]
+    # Two requests for one file ("newest" and the version it is): served once.
+    resolved = list({r.entry.path: r for r in reversed(resolved)}.values())[::-1]
     mapping = {_basename(r.request.path): _basename(r.entry.path) for r in resolved}
     texts = dict(desired.texts)
     rewritten: set[str] = set(desired.rewritten)

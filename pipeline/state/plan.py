@@ -240,11 +240,20 @@ def _plan_symlink(entry: SymlinkEntry, fact: Fact, record: Record, opts: PlanOpt
     )
 
 
+def _group_of(fields: Sequence[str]) -> str:
+    """The node group an entry was rendered for ("" for the cluster-wide settings): its first field names it."""
+    return fields[0] if fields and fields[0].startswith("groups.") else ""
+
+
 def _initrd_generations(
     desired: Desired, record: Record, changes: Sequence[Change], keep: int
 ) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
     """(generations kept, generations dropped); generation 0 is the one the manifest deploys now."""
-    current = tuple(e.path for e in desired.entries if e.role in BOOT_ROLES)
+    # A node group's files stay together, in one order from one generation to the next: rollback pairs the
+    # files of two generations by position, and path order alone would pair one group's overlay with
+    # another's whenever their content-hashed names sort the other way round.
+    boot = sorted((e for e in desired.entries if e.role in BOOT_ROLES), key=lambda e: (_group_of(e.fields), e.path))
+    current = tuple(e.path for e in boot)
     kept_as = {c.path: c.keep_as for c in changes if c.keep_as}
     # Files rewritten in place (a fixed initrd name) keep their old bytes under the kept name.
     previous = [tuple(kept_as.get(p, p) for p in gen) for gen in record.initrds]

@@ -1,0 +1,44 @@
+"""The review of node groups (generated/review/groups.txt): each group, what it sets, and its nodes.
+
+Only a spec with groups has one: without them every node boots the cluster-wide settings, as the other
+review documents already show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.render.artifact import ReviewDoc
+from pipeline.render.templating import render
+from pipeline.spec.groups import GroupView, overridden
+from pipeline.spec.model import DEFAULT_GROUP, Cluster
+
+TEMPLATE = "groups.txt.j2"
+
+
+def _group(cluster: Cluster, view: GroupView) -> dict[str, object]:
+    c = view.cluster
+    group = cluster.groups.get(view.name)
+    return {
+        "name": view.name,
+        "default": view.default,
+        "sets": sorted(overridden(group)) if group is not None else [],
+        "kernel": c.boot.kernel,
+        "method": c.boot.method,
+        "root": f"{c.root.share} ({c.root_share.path}), options {','.join(c.root.options)}, profile {c.root.profile}",
+        "cmdline": list(c.boot.cmdline),
+        "mounts": [
+            (w.mount, c.writable_export(w, "<node id>"), "one directory per node" if w.per_node else "shared")
+            for w in c.writable
+        ],
+        "symlinks": sorted(c.symlinks.items()),
+        "hostname": c.nodes.hostname,
+        "nodes": [(n.mac, c.hostname_for(n)) for n in c.nodes.known],
+    }
+
+
+def render_groups_review(cluster: Cluster, views: Sequence[GroupView]) -> list[ReviewDoc]:
+    if len(views) == 1 and views[0].name == DEFAULT_GROUP:
+        return []
+    data = render(TEMPLATE, cluster=cluster.name, groups=[_group(cluster, v) for v in views])
+    return [ReviewDoc("groups.txt", data, ("groups", "nodes"))]
