@@ -26,6 +26,7 @@ PARTS = (
     "rootfs",
     "firmware",
     "dhcp",
+    "preset",
 )
 
 
@@ -85,15 +86,26 @@ FAMILIES: dict[str, Family] = {
         Family(
             "symlinks",
             "symlink plan: links and mount points in the read-only root, review text and JSON",
-            ("name", "shares.paths", "root", "writable", "symlinks", "nodes.hostname", "nodes.known"),
-            ("render/symlinks.py", "render/profile.py"),
+            ("name", "shares.paths", "root", "writable", "symlinks", "nodes.hostname", "nodes.known", "preset"),
+            ("render/symlinks.py", "render/profile.py", "render/preset.py", "render/storage.py"),
             ("symlinks.txt.j2",),
         ),
         Family(
             "initrd",
             "boot script packed as an overlay initrd (or repacked into the distro initrd)",
-            ("name", "gateway", "shares.paths", "root", "writable", "symlinks", "boot", "nodes.hostname", "firmware"),
-            ("render/bootscript.py", "render/profile.py", "archive"),
+            (
+                "name",
+                "gateway",
+                "shares.paths",
+                "root",
+                "writable",
+                "symlinks",
+                "boot",
+                "nodes.hostname",
+                "firmware",
+                "preset",
+            ),
+            ("render/bootscript.py", "render/profile.py", "render/preset.py", "render/storage.py", "archive"),
             ("initramfs",),
         ),
         Family(

@@ -114,7 +114,7 @@ def from_cluster(
         if not needed.exists():
             raise BootTestError(f"{needed} does not exist: run `doit` first")
     writable = tuple(
-        WritableMount(w.mount, cluster.writable_export(w, NODE if w.per_node else None)) for w in cluster.writable
+        WritableMount(w.mount, cluster.writable_export(w, NODE if w.per_node else None)) for w in cluster.nfs_writable
     )
     return BootTarget(
         tftp_source=source,

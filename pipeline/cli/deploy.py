@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.cli import EXIT_CHANGES, EXIT_OK, bounded_int
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_atomic
-from pipeline.render import profile
+from pipeline.render import preset, profile
 from pipeline.spec.load import load_cluster
 from pipeline.spec.locate import spec_locator
 from pipeline.spec.model import Cluster, Deploy
@@ -84,7 +84,7 @@ def settings(args: argparse.Namespace) -> Settings:
     writable = tuple(w.mount for w in cluster.writable) if cluster is not None else None
     symlinks = tuple(cluster.symlinks) if cluster is not None else ()
     if cluster is not None and writable is not None:  # what root.profile makes writable counts too
-        writable += profile.writable_paths(cluster)
+        writable += profile.writable_paths(cluster) + preset.writable_paths(cluster)
         symlinks += tuple(link.path for link in profile.links(cluster))
     spec = spec_path if cluster is not None else None
     dnsmasq_reload: tuple[str, ...] | None = None
