@@ -37,6 +37,10 @@ PACKAGES: dict[str, str] = {
     "useradd": "passwd",
     "dnsmasq": "dnsmasq-base",
     "grub-script-check": "grub-common",
+    "mkfs.xfs": "xfsprogs",
+    "mkfs.ext4": "e2fsprogs",
+    "losetup": "mount",
+    "findmnt": "util-linux",
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.cli import EXIT_CHANGES, EXIT_OK, bounded_int
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_atomic
-from pipeline.render import preset, profile
+from pipeline.render import preset, profile, storage
 from pipeline.spec.load import load_cluster
 from pipeline.spec.locate import spec_locator
 from pipeline.spec.model import Cluster, Deploy
@@ -32,6 +32,7 @@ from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
 from pipeline.state.render import plan_to_json, read_plan_file, render_text
 from pipeline.state.rollback import rollback_plan
+from pipeline.state.storagetools import check_storage_tools
 from pipeline.textsafe import printable
 from pipeline.workspace import Workspace
 
@@ -48,6 +49,7 @@ class Settings:
     symlinks: tuple[str, ...]
     spec: Path | None = None  # cluster.yaml, when it exists: errors found at plan time point into it
     dnsmasq_reload: tuple[str, ...] | None = None  # dhcp.reload; None: not configured or disabled
+    storage_tools: tuple[tuple[str, str, str], ...] = ()  # (field, program, package) the storage unit runs
 
 
 def _spec(path: Path) -> Cluster | None:
@@ -90,8 +92,19 @@ def settings(args: argparse.Namespace) -> Settings:
     dnsmasq_reload: tuple[str, ...] | None = None
     if cluster is not None and cluster.dhcp is not None and not getattr(args, "no_reload", False):
         dnsmasq_reload = tuple(cluster.dhcp.reload) or None
+    tools = storage.required_tools(cluster) if cluster is not None else ()
     return Settings(
-        Path(target), Path(args.build), client_root, remedy, keep, reload_argv, writable, symlinks, spec, dnsmasq_reload
+        Path(target),
+        Path(args.build),
+        client_root,
+        remedy,
+        keep,
+        reload_argv,
+        writable,
+        symlinks,
+        spec,
+        dnsmasq_reload,
+        tools,
     )
 
 
@@ -99,6 +112,9 @@ def make_target_plan(s: Settings, force: bool) -> Plan:
     """Observe the target and plan; the capabilities remedy is added when a client root is known."""
     extra = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
     locate = spec_locator(s.spec) if s.spec is not None else None
+    root = s.target / s.client_root.lstrip("/") if s.client_root else None
+    if root is not None and s.client_root and root.is_dir():  # before the first apply there is no root to ask
+        check_storage_tools(root, s.client_root, s.storage_tools, locate)
     return check_dnsmasq(plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate), s.build)
 
 

@@ -189,10 +189,10 @@ prepare_image()
 			return 1
 		fi
 		if [ -n "$grow" ]; then
-			truncate -s "$bytes" "$image" && resize2fs "$image" >&2 || {
+			if ! { truncate -s "$bytes" "$image" && resize2fs "$image" >&2; }; then
 				log "cannot grow $image to $bytes bytes"
 				return 1
-			}
+			fi
 			log "grew $image from $have to $bytes bytes"
 		fi
 	elif [ -n "$grow" ]; then
@@ -319,7 +319,7 @@ stop)
 	done <"$conf"
 	for mnt in $mounts; do
 		if mountpoint -q "$mnt"; then
-			umount "$mnt" && log "unmounted $mnt" || fail "cannot unmount $mnt"
+			if umount "$mnt"; then log "unmounted $mnt"; else fail "cannot unmount $mnt"; fi
 		fi
 	done
 	;;
