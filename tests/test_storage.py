@@ -304,3 +304,21 @@ def test_plan_refuses_a_root_without_the_storage_programs(tmp_path: Path, capsys
     for tool in ("mkfs.xfs", "xfs_growfs"):
         (target / "clients/usr/bin" / tool).symlink_to("../sbin/mkfs.ext4")
     assert main(args) in (EXIT_OK, EXIT_CHANGES)
+
+
+def test_the_kubernetes_example_is_the_seed_with_workers_on_image_storage() -> None:
+    example, _ = load_cluster(REPO / "examples/kubernetes/cluster.yaml")
+    seed, _ = load_cluster(REPO / "cluster.yaml")
+    assert (example.gateway, example.shares, example.root, example.symlinks) == (
+        seed.gateway,
+        seed.shares,
+        seed.root,
+        seed.symlinks,
+    )
+    assert example.nfs_writable == seed.writable and example.nodes == seed.nodes
+    assert example.preset == "kubernetes"
+    state = {e.writable.mount: (e.writable.storage, e.field) for e in storage.entries(example)}
+    assert state == {
+        "/var/lib/containerd": ("image", "writable.2"),
+        "/var/lib/kubelet": ("image", "preset kubernetes"),
+    }
