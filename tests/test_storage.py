@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -322,3 +323,18 @@ def test_the_kubernetes_example_is_the_seed_with_workers_on_image_storage() -> N
         "/var/lib/containerd": ("image", "writable.2"),
         "/var/lib/kubelet": ("image", "preset kubernetes"),
     }
+
+
+def test_audit_names_the_missing_storage_programs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text(with_entries("{mount: /srv/data, storage: disk, device: LABEL=d}"))
+    (tmp_path / "target/clients/usr/sbin").mkdir(parents=True)
+    assert main(["-f", str(spec_file), "audit", "--target", str(tmp_path / "target")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert (
+        "error: writable.2: the client root has no blkid, which nfsroot-storage.service runs (install util-linux)"
+        in out
+    )
+    assert main(["-f", str(spec_file), "audit", "--json", "--target", str(tmp_path / "target")]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert {"field": "writable.2", "program": "fsck", "package": "util-linux"} in report["storage_tools"]

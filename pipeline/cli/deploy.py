@@ -32,7 +32,7 @@ from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
 from pipeline.state.render import plan_to_json, read_plan_file, render_text
 from pipeline.state.rollback import rollback_plan
-from pipeline.state.storagetools import check_storage_tools
+from pipeline.state.storagetools import check_storage_tools, missing_tools
 from pipeline.textsafe import printable
 from pipeline.workspace import Workspace
 
@@ -184,6 +184,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     remedy = capability_changes(s.target, s.client_root, s.remedy) if s.client_root else []
     warnings = lint_readonly_root(s.writable, s.symlinks, s.target, s.client_root) if s.writable is not None else []
     units = _unit_needs(s)
+    root = s.target / s.client_root.lstrip("/") if s.client_root else None
+    tools = missing_tools(root, s.storage_tools) if root is not None and root.is_dir() else []
     if args.json:
         report = {
             "client_root": s.client_root,
@@ -193,6 +195,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             "lint": [
                 {"path": w.path, "severity": w.severity, "message": w.message, "remedy": w.remedy} for w in warnings
             ],
+            "storage_tools": [{"field": f, "program": t, "package": p} for f, t, p in tools],
         }
         print(json.dumps(report | {"deployed": deployed}, indent=2, sort_keys=True))
         return EXIT_OK
@@ -217,6 +220,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(printable(str(w)))
     for need in units:
         print(f"warning: {printable(str(need))}")
+    for field, tool, package in tools:
+        print(f"error: {field}: the client root has no {tool}, which nfsroot-storage.service runs (install {package})")
     return EXIT_OK
 
 
