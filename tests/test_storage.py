@@ -118,7 +118,7 @@ def test_container_state_on_nfs_is_refused_with_its_remedy(path: str) -> None:
     found = problems(with_entries(f"{{mount: {path}, share: workers, per_node: true, subdir: s}}"))
     assert len(found) == 1
     assert found[0].startswith("cluster.yaml:13:13: writable.2.mount: ")
-    assert "would be on NFS" in found[0] and "use storage: image" in found[0]
+    assert "would be on NFS" in found[0] and "give it storage: image" in found[0]
 
 
 def test_container_state_on_nfs_through_a_symlink_is_refused() -> None:
@@ -135,7 +135,12 @@ def test_a_parent_on_nfs_is_refused_only_with_the_preset() -> None:
     parse(with_entries(entry))  # no containers on these nodes: /var/lib on NFS is the user's business
     found = problems(with_entries(entry, replace=PROFILE, append=["preset: kubernetes"]))
     assert [p.split(": ")[1] for p in found] == ["writable.2.mount", "writable.2.mount"]
-    assert "containerd" in found[0] and "kubelet" in found[1]
+    assert found[0].endswith(
+        "writable.2.mount: /var/lib/containerd (containerd's state (images, overlayfs snapshots)) lies inside this "
+        "NFS mount (preset kubernetes mounts image storage at /var/lib/containerd, which cannot sit inside an NFS "
+        "mount: keep /var/lib off NFS, or make narrower paths writable)"
+    )
+    assert "/var/lib/kubelet" in found[1]
 
 
 def test_the_preset_needs_the_profile() -> None:

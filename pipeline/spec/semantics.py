@@ -286,22 +286,42 @@ CONTAINER_STATE = {
     "/var/lib/containerd": "containerd's state (images, overlayfs snapshots)",
     "/var/lib/kubelet": "kubelet's --root-dir (pods' volumes; cadvisor fails on NFS)",
 }
-_STATE_REMEDY = "use storage: image (with a size, e.g. 20G), tmpfs or disk for it, or preset: kubernetes"
+_ENTRY_REMEDY = (
+    "give it storage: image (with a size, e.g. 20G), tmpfs or disk; or remove it and set preset: kubernetes, "
+    "which puts it on a per-node image"
+)
+_LINK_REMEDY = "replace the symlink by a writable entry with storage: image (with a size), tmpfs or disk"
 
 
 def _container_state(c: Cluster) -> Iterator[Finding]:
-    # A path the spec names for this state is always checked; a mount or link above it (/var/lib on NFS) only
-    # when the preset says the node runs containers: otherwise containerd may not be there at all.
+    # A path the spec names for this state is always checked. A mount or link above it (/var/lib on NFS) only
+    # with the preset, whose image storage would have to be mounted inside it; without the preset those nodes
+    # may run no containers at all.
     preset = c.preset == "kubernetes"
     for path, what in CONTAINER_STATE.items():
         for i, w in enumerate(c.writable):
-            if w.storage == "nfs" and (_under(w.mount, path) or (preset and _under(path, w.mount))):
-                yield ("writable", i, "mount"), f"{what} would be on NFS ({w.mount})", _STATE_REMEDY
-        for source, target in c.symlinks.items():
-            if not (_under(source, path) or (preset and _under(path, source))):
+            if w.storage != "nfs":
                 continue
-            if any(_strictly_under(target, w.mount) for w in c.writable if w.storage == "nfs"):
-                yield ("symlinks", source), f"{what} would be on NFS (through {source} -> {target})", _STATE_REMEDY
+            if _under(w.mount, path):
+                yield ("writable", i, "mount"), f"{what} would be on NFS ({w.mount})", _ENTRY_REMEDY
+            elif preset and _under(path, w.mount):
+                yield (
+                    ("writable", i, "mount"),
+                    f"{path} ({what}) lies inside this NFS mount",
+                    f"preset kubernetes mounts image storage at {path}, which cannot sit inside an NFS mount: "
+                    f"keep {w.mount} off NFS, or make narrower paths writable",
+                )
+        for source, target in c.symlinks.items():
+            if not any(_strictly_under(target, w.mount) for w in c.writable if w.storage == "nfs"):
+                continue
+            if _under(source, path):
+                yield ("symlinks", source), f"{what} would be on NFS (through {source} -> {target})", _LINK_REMEDY
+            elif preset and _under(path, source):
+                yield (
+                    ("symlinks", source),
+                    f"{path} ({what}) lies inside this symlink to NFS ({source} -> {target})",
+                    f"preset kubernetes mounts image storage at {path}: do not symlink {source}",
+                )
     if c.preset == "kubernetes" and c.root.profile == "none":
         yield (
             ("preset",),
