@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import EXIT_CHANGES, EXIT_OK, main
+from pipeline.errors import SpecError
 from pipeline.render import preset, storage
 from pipeline.render.bootscript import render_bootscript
 from pipeline.render.symlinks import render_symlink_artifacts, render_symlink_review, symlink_plan
@@ -16,6 +20,7 @@ from pipeline.spec.model import Cluster
 from tests.bootscript import harness
 from tests.deploy_helpers import F, make_build
 from tests.spec_helpers import parse, problems, spec_text
+from tests.test_hostile_values import DANGEROUS, hostile
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = {9: "root: {share: clients, options: [ro], profile: debian-systemd}"}
@@ -343,3 +348,26 @@ def test_audit_names_the_missing_storage_programs(tmp_path: Path, capsys: pytest
     assert main(["-f", str(spec_file), "audit", "--json", "--target", str(tmp_path / "target")]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert {"field": "writable.2", "program": "fsck", "package": "util-linux"} in report["storage_tools"]
+
+
+STORAGE_ENTRY = {"mount": "/srv/data", "storage": "disk", "device": "LABEL=data", "fallback": "image", "size": "1G"}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    key=st.sampled_from(["mount", "device", "size", "fs", "fallback", "storage"]),
+    # Prefixed too, so the device's own syntax gets past its first check and the rest is what is judged.
+    value=st.one_of(hostile, hostile.map(lambda v: f"LABEL={v}"), hostile.map(lambda v: f"UUID={v}")),
+)
+def test_hostile_storage_values_are_refused_or_harmless(key: str, value: str) -> None:
+    doc = yaml.safe_load(spec_text())
+    doc["writable"].append(STORAGE_ENTRY | {key: value})
+    try:
+        cluster = parse(yaml.safe_dump(doc, allow_unicode=True))
+    except SpecError as exc:
+        assert exc.problems
+        return
+    # Accepted: then no character that could quote, expand or separate reaches the unit's configuration lines.
+    assert not set(value) & DANGEROUS, f"{key}={value!r} was accepted"
+    for line in storage.unit_lines(cluster):
+        assert not set(line) & (DANGEROUS - {" "}), line
