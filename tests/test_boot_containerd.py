@@ -69,6 +69,7 @@ def _checks(image: str) -> str:
     command = " ".join(q(c) for c in COMMAND)
     return f"""echo "${{P}}ctd-mount=$(findmnt -n -o FSTYPE,SOURCE --mountpoint {CTD} | tr -s ' ' ,)"
 echo "${{P}}storage-unit=$(systemctl is-active nfsroot-storage.service)"
+echo "${{P}}storage-log=$(journalctl -b -u nfsroot-storage.service --no-pager -o cat | tr '\n' '|')"
 echo "${{P}}containerd=$(systemctl is-active containerd.service)"
 if ctr images ls -q | grep -qx {q(image)}; then
   echo "${{P}}image-before=present"
@@ -157,6 +158,11 @@ def test_containerd_runs_on_per_node_image_storage_and_keeps_its_image(tmp_path:
             assert fstype == "ext4" and source.startswith("/dev/loop"), f"{where}: {v.first('ctd-mount')}"
             assert v.first("storage-unit") == "active" and v.first("containerd") == "active", where
             assert v.first("image-before") == ("absent" if boot == 1 else "present"), where
+            log = v.first("storage-log") or ""
+            made = f"made /var/local/images{CTD}.img ({IMAGE_BYTES} bytes, ext4)"
+            # Made at the first boot; checked by e2fsck -p (which says "clean") at the second.
+            assert (made in log) == (boot == 1), f"{where}: {log}"
+            assert (f"/var/local/images{CTD}.img: clean" in log) == (boot == 2), f"{where}: {log}"
             if boot == 1:
                 assert v.first("import") == "ok", f"{where}: {v.first('import')}"
             assert (v.first("run") or "").split() == EXPECTED.split(), f"{where}: {v.first('run')}"
