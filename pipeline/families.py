@@ -28,6 +28,7 @@ PARTS = (
     "rootfs",
     "firmware",
     "dhcp",
+    "preset",
 )
 
 
@@ -91,8 +92,18 @@ FAMILIES: dict[str, Family] = {
         Family(
             "symlinks",
             "symlink plan: links and mount points in the read-only root, review text and JSON",
-            ("name", "shares.paths", "root", "writable", "symlinks", "nodes.hostname", "nodes.known", *GROUPS),
-            ("render/symlinks.py", "render/profile.py"),
+            (
+                "name",
+                "shares.paths",
+                "root",
+                "writable",
+                "symlinks",
+                "nodes.hostname",
+                "nodes.known",
+                "preset",
+                *GROUPS,
+            ),
+            ("render/symlinks.py", "render/profile.py", "render/preset.py", "render/storage.py"),
             ("symlinks.txt.j2",),
         ),
         Family(
@@ -108,9 +119,10 @@ FAMILIES: dict[str, Family] = {
                 "boot",
                 "nodes.hostname",
                 "firmware",
+                "preset",
                 *GROUPS,
             ),
-            ("render/bootscript.py", "render/profile.py", "archive"),
+            ("render/bootscript.py", "render/profile.py", "render/preset.py", "render/storage.py", "archive"),
             ("initramfs",),
         ),
         Family(

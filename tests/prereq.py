@@ -39,6 +39,10 @@ PACKAGES: dict[str, str] = {
     "grub-script-check": "grub-common",
     "ssh-keygen": "openssh-client",
     "nginx": "nginx-light",
+    "mkfs.xfs": "xfsprogs",
+    "mkfs.ext4": "e2fsprogs",
+    "losetup": "mount",
+    "findmnt": "util-linux",
 }
 
 

@@ -374,7 +374,8 @@ def test_unknown_fields_get_suggestions_at_any_depth() -> None:
     ]
     assert problems(spec_text(append=["extra: 1"])) == [
         "cluster.yaml:27:1: extra: unknown field 'extra' "
-        "(known fields: name, gateway, shares, root, writable, symlinks, boot, nodes, deploy, rootfs, firmware, dhcp, groups)"
+        "(known fields: name, gateway, shares, root, writable, symlinks, boot, nodes, deploy, rootfs, firmware, dhcp, "
+        "preset, groups)"
     ]
 
 

@@ -45,6 +45,15 @@ class RootRecipe:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# The second cached root, for tests/test_boot_containerd.py: containerd (1.6 in bookworm) and runc, and the
+# e2fsprogs nfsroot-storage.service runs to make and check the per-node ext4 image containerd's state lives on.
+CONTAINERD_PACKAGES = ("containerd", "runc", "e2fsprogs")
+
+
+def containerd_recipe() -> RootRecipe:
+    return RootRecipe(packages=RootRecipe().packages + CONTAINERD_PACKAGES, kernel=installed_kernel())
+
+
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 

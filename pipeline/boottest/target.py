@@ -103,7 +103,7 @@ class BootTarget:
 
 def _mounts(cluster: Cluster) -> tuple[WritableMount, ...]:
     return tuple(
-        WritableMount(w.mount, cluster.writable_export(w, NODE if w.per_node else None)) for w in cluster.writable
+        WritableMount(w.mount, cluster.writable_export(w, NODE if w.per_node else None)) for w in cluster.nfs_writable
     )
 
 

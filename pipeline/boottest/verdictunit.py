@@ -25,7 +25,10 @@ SCRIPT = "/usr/local/sbin/nfsroot-boottest-verdict"
 VERDICT_FILE = "boottest-verdict"
 
 
-def render_script(node_mount: str, writable: Sequence[str], symlinks: Mapping[str, str], user: str) -> str:
+def render_script(
+    node_mount: str, writable: Sequence[str], symlinks: Mapping[str, str], user: str, extra: str = ""
+) -> str:
+    """The verdict script; `extra` is more bash for the report (a test's own checks, printing ${P}key=value)."""
     q = shlex.quote
     mounts = " ".join(q(m) for m in writable)
     links = " ".join(q(p) for p in sorted(symlinks))
@@ -64,7 +67,7 @@ done
 home=$(getent passwd "$U" | cut -d: -f6)
 if runuser -u "$U" -- sh -c "echo u > \\"$home/.boottest-$node\\""; then echo "${{P}}user-writes-home=$home"; fi
 if runuser -u "$U" -- ping -c 1 -W 5 127.0.0.1 >/dev/null 2>&1; then echo "${{P}}user-ping=ok"; else echo "${{P}}user-ping=failed"; fi
-echo "${{P}}uptime=$(cut -d' ' -f1 /proc/uptime)"
+{extra}echo "${{P}}uptime=$(cut -d' ' -f1 /proc/uptime)"
 echo {REPORT_END}
 }}
 report > "$out.tmp" 2>&1
@@ -88,9 +91,12 @@ WantedBy=default.target
 """
 
 
-def install(root: Path, node_mount: str, writable: Sequence[str], symlinks: Mapping[str, str], user: str) -> None:
+def install(
+    root: Path, node_mount: str, writable: Sequence[str], symlinks: Mapping[str, str], user: str, extra: str = ""
+) -> None:
     """Put the verdict unit into `root` (a served copy) and enable it."""
-    write_atomic(root / SCRIPT.lstrip("/"), render_script(node_mount, writable, symlinks, user).encode(), mode=0o755)
+    script = render_script(node_mount, writable, symlinks, user, extra)
+    write_atomic(root / SCRIPT.lstrip("/"), script.encode(), mode=0o755)
     unit = root / "etc/systemd/system" / UNIT
     write_atomic(unit, UNIT_TEXT.encode())
     wants = root / "etc/systemd/system/multi-user.target.wants"

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.cli import EXIT_CHANGES, EXIT_OK, bounded_int
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_atomic
-from pipeline.render import profile
+from pipeline.render import preset, profile, storage
 from pipeline.spec.load import load_cluster
 from pipeline.spec.locate import spec_locator
 from pipeline.spec.model import Cluster, Deploy
@@ -35,6 +35,7 @@ from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
 from pipeline.state.render import plan_to_json, read_plan_file, render_text
 from pipeline.state.rollback import rollback_plan
+from pipeline.state.storagetools import check_storage_tools, missing_tools
 from pipeline.textsafe import printable
 from pipeline.workspace import Workspace
 
@@ -52,6 +53,7 @@ class Settings:
     spec: Path | None = None  # cluster.yaml, when it exists: errors found at plan time point into it
     dnsmasq_reload: tuple[str, ...] | None = None  # dhcp.reload; None: not configured or disabled
     cluster: Cluster | None = None  # the spec, when there is one (ssh host keys of its known nodes)
+    storage_tools: tuple[tuple[str, str, str], ...] = ()  # (field, program, package) the storage unit runs
 
 
 def _spec(path: Path) -> Cluster | None:
@@ -93,6 +95,10 @@ def settings(args: argparse.Namespace) -> Settings:
     dnsmasq_reload: tuple[str, ...] | None = None
     if cluster is not None and cluster.dhcp is not None and not getattr(args, "no_reload", False):
         dnsmasq_reload = tuple(cluster.dhcp.reload) or None
+    tools: dict[str, tuple[str, str, str]] = {}
+    for view in cluster.groups_resolved() if cluster is not None else ():  # every group's storage runs on the root
+        for need in storage.required_tools(view.cluster):
+            tools.setdefault(need[1], need)
     return Settings(
         Path(target),
         Path(args.build),
@@ -105,6 +111,7 @@ def settings(args: argparse.Namespace) -> Settings:
         spec,
         dnsmasq_reload,
         cluster,
+        tuple(tools.values()),
     )
 
 
@@ -114,7 +121,7 @@ def _writable_for_every_group(cluster: Cluster) -> tuple[tuple[str, ...], tuple[
     on the other group's nodes."""
     each = [
         (
-            (*(w.mount for w in c.writable), *profile.writable_paths(c)),
+            (*(w.mount for w in c.writable), *profile.writable_paths(c), *preset.writable_paths(c)),
             (*c.symlinks, *(link.path for link in profile.links(c))),
         )
         for c in (view.cluster for view in cluster.groups_resolved())
@@ -132,6 +139,9 @@ def make_target_plan(s: Settings, force: bool) -> Plan:
     if s.cluster is not None:
         extra += hostkey_changes(s.target, s.cluster) + home_changes(s.target, s.cluster)
     locate = spec_locator(s.spec) if s.spec is not None else None
+    root = s.target / s.client_root.lstrip("/") if s.client_root else None
+    if root is not None and s.client_root and root.is_dir():  # before the first apply there is no root to ask
+        check_storage_tools(root, s.client_root, s.storage_tools, locate)
     return check_dnsmasq(plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate), s.build)
 
 
@@ -212,6 +222,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     warnings = lint_readonly_root(s.writable, s.symlinks, s.target, s.client_root) if s.writable is not None else []
     units = _unit_needs(s)
     tmpfiles = _tmpfiles_needs(s)
+    root = s.target / s.client_root.lstrip("/") if s.client_root else None
+    tools = missing_tools(root, s.storage_tools) if root is not None and root.is_dir() else []
     if args.json:
         report = {
             "client_root": s.client_root,
@@ -222,6 +234,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             "lint": [
                 {"path": w.path, "severity": w.severity, "message": w.message, "remedy": w.remedy} for w in warnings
             ],
+            "storage_tools": [{"field": f, "program": t, "package": p} for f, t, p in tools],
         }
         print(json.dumps(report | {"deployed": deployed}, indent=2, sort_keys=True))
         return EXIT_OK
@@ -248,6 +261,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"warning: {printable(str(need))}")
     for line in tmpfiles:
         print(f"warning: {printable(str(line))}")
+    for field, tool, package in tools:
+        print(f"error: {field}: the client root has no {tool}, which nfsroot-storage.service runs (install {package})")
     return EXIT_OK
 
 

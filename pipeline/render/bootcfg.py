@@ -78,8 +78,6 @@ def render_bootcfg(cluster: Cluster, initrds: Sequence[str], entries: Sequence[E
             Artifact(f"{tftp}/{GRUB_CFG}", "file", "pxelinux", fields, render("grub.cfg.j2", **context)),
         ]
     if uses_ipxe(cluster):
-        data = render(
-            "nfsroot.ipxe.j2", initrd_args=_initrd_args(initrds), base=http_base(cluster), **context
-        )
+        data = render("nfsroot.ipxe.j2", initrd_args=_initrd_args(initrds), base=http_base(cluster), **context)
         artifacts.append(Artifact(f"{tftp}/{IPXE_SCRIPT}", "file", "pxelinux", fields, data))
     return artifacts

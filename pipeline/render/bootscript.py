@@ -16,7 +16,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import Problem, SpecError
-from pipeline.render import profile
+from pipeline.render import preset, profile, storage
 from pipeline.render.templating import TEMPLATES, compiled_templates
 from pipeline.spec.model import SKELETON_DIR, Cluster, Writable
 from pipeline.spec.types import MAC_PLACEHOLDER
@@ -125,6 +125,9 @@ class BootScriptContext:
     tmpfs: tuple[str, ...] = ()
     machine_id: str = ""
     homes: tuple[str, ...] = ()  # shared writable mounts where users' missing homes are made
+    storage_tmpfs: tuple[tuple[str, str], ...] = ()  # (mount, size) of `storage: tmpfs` entries
+    storage_conf: str = ""  # where nfsroot-storage.service reads this node's image and disk storage
+    storage_lines: tuple[str, ...] = ()  # its lines (pipeline.render.storage)
     profile: bool = False  # also drops the root's stale `127.0.1.1 <installer's host name>` from hosts
 
 
@@ -180,7 +183,8 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
     node_dir = cluster.node_dir
     shares: dict[str, ShareStep] = {}
     mounts: list[MountStep] = []
-    for w in cluster.writable:
+    for w in cluster.nfs_writable:
+        assert w.share is not None  # the spec's rules: every nfs entry names its share
         options = ",".join(w.options)
         if w.per_node:
             head, tail = _split_export(cluster, w)
@@ -227,11 +231,17 @@ def bootscript_context(cluster: Cluster) -> BootScriptContext:
         shares=tuple(shares.values()),
         mounts=tuple(mounts),
         seeds=seeds,
-        binds=tuple(BindStep(b.path, profile.bind_source(cluster, b), b.subdirs) for b in profile.binds(cluster)),
+        binds=tuple(
+            BindStep(b.path, profile.bind_source(cluster, b), b.subdirs)
+            for b in (*profile.binds(cluster), *preset.binds(cluster))
+        ),
         tmpfs=(profile.TMPFS,) if profile.enabled(cluster) and profile.TMPFS not in taken_mounts(cluster) else (),
         machine_id=machine_id,
-        homes=tuple(w.mount for w in cluster.writable if not w.per_node) if profile.enabled(cluster) else (),
+        homes=tuple(w.mount for w in cluster.nfs_writable if not w.per_node) if profile.enabled(cluster) else (),
         profile=profile.enabled(cluster),
+        storage_tmpfs=storage.boot_tmpfs(cluster),
+        storage_conf=storage.CONF.removeprefix("/run"),
+        storage_lines=storage.unit_lines(cluster),
     )
 
 

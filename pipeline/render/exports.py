@@ -25,6 +25,8 @@ def render_exports(cluster: Cluster) -> list[Artifact]:
     for name, share in sorted(cluster.shares.items()):
         artifacts.append(Artifact(share.path, "dir", "share-dir", (f"shares.{name}.path",), mode=0o755))
     for i, w in enumerate(cluster.writable):
+        if w.share is None:  # storage other than nfs: nothing on the gateway beyond the node directory
+            continue
         # Shared writable directories (the seed's /workers/home) must exist before any node mounts them;
         # per-node directories are created by each node at its first boot.
         parent = cluster.writable_parent(w)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.render import profile
+from pipeline.render import preset, profile, storage
 from pipeline.render.artifact import Artifact, ReviewDoc
 from pipeline.render.templating import render
 from pipeline.spec.model import SKELETON_DIR, Cluster, Writable
@@ -48,7 +48,7 @@ def render_symlink_artifacts(cluster: Cluster) -> list[Artifact]:
                 preserve=_in_root(cluster, SKELETON_DIR + source),
             )
         )
-    return artifacts + profile.artifacts(cluster)
+    return artifacts + profile.artifacts(cluster) + preset.artifacts(cluster) + storage.artifacts(cluster)
 
 
 def symlink_plan(cluster: Cluster) -> dict[str, object]:
@@ -87,23 +87,29 @@ def symlink_plan(cluster: Cluster) -> dict[str, object]:
                 "files": dict(sorted(files.items())),
             }
         )
-    return {
+    plan: dict[str, object] = {
         "cluster": cluster.name,
         "root": cluster.root_share.path,
         "skeleton": _in_root(cluster, SKELETON_DIR),
         "mounts": [
             {"mount": w.mount, "from": cluster.writable_export(w, "<node id>"), "per_node": w.per_node}
-            for w in cluster.writable
+            for w in cluster.nfs_writable
         ],
         "symlinks": links,
         "nodes": nodes,
         "profile": profile.review(cluster),
     }
+    # Only when used: the seed's review stays byte for byte what it was before storage kinds existed.
+    if storage.entries(cluster):
+        plan["storage"] = storage.review(cluster)
+    if preset.enabled(cluster):
+        plan["preset"] = preset.review(cluster)
+    return plan
 
 
 def render_symlink_review(cluster: Cluster) -> list[ReviewDoc]:
     plan = symlink_plan(cluster)
     text = render(TEMPLATE, plan=plan)
     as_json = (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode()
-    fields = ("root", "writable", "symlinks", "nodes")
+    fields = ("root", "writable", "symlinks", "nodes", "preset")
     return [ReviewDoc("symlinks.txt", text, fields), ReviewDoc("symlinks.json", as_json, fields)]

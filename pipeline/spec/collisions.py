@@ -83,7 +83,7 @@ def _symlinks_in_root(c: Cluster) -> Iterator[Finding]:
     places += [
         (f"the gateway directory of writable[{i}] ({c.writable_parent(w)})", c.writable_parent(w))
         for i, w in enumerate(c.writable)
-        if w.share in c.shares
+        if w.share is not None and w.share in c.shares
     ]
     for source in c.symlinks:
         if source == "/":

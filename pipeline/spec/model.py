@@ -31,6 +31,7 @@ from pipeline.spec.types import (
     AbsPath,
     ArgvWord,
     DeployRoot,
+    DeviceRef,
     ExportOption,
     Hostname,
     HostnamePattern,
@@ -40,6 +41,7 @@ from pipeline.spec.types import (
     MountOption,
     Name,
     RelPath,
+    Size,
     SourceFile,
     StrictBool,
     SysappendName,
@@ -97,13 +99,27 @@ class RootMount(_Part):
 
 
 class Writable(_Part):
-    """A writable NFS mount the boot script makes under the read-only root."""
+    """A writable path under the read-only root: an NFS mount (the default), a tmpfs, a per-node image file or a
+    local partition (docs/storage.md)."""
 
     mount: AbsPath = Field(description="Mount point in the node's root; must exist in the read-only root.")
-    share: Name = Field(description="Name of the (read-write) share it comes from.")
-    per_node: StrictBool = Field(False, description="Mount SHARE[/SUBDIR]/<node id>, created at first boot.")
-    subdir: RelPath | None = Field(None, description="Directory inside the share.")
-    options: tuple[MountOption, ...] = Field(("rw",), description="klibc nfsmount options.")
+    storage: Literal["nfs", "tmpfs", "image", "disk"] = Field(
+        "nfs",
+        description="nfs: a directory of a share; tmpfs: memory, lost at reboot; image: a file system image in "
+        "the node's own directory, loop-mounted; disk: a local partition (device), with a fallback.",
+    )
+    share: Name | None = Field(None, description="storage nfs: name of the (read-write) share it comes from.")
+    per_node: StrictBool = Field(False, description="storage nfs: mount SHARE[/SUBDIR]/<node id>, made at first boot.")
+    subdir: RelPath | None = Field(None, description="storage nfs: directory inside the share.")
+    options: tuple[MountOption, ...] = Field(("rw",), description="storage nfs: klibc nfsmount options.")
+    size: Size | None = Field(
+        None, description="tmpfs and image (and a disk's fallback): size with a unit K, M, G or T, e.g. 20G."
+    )
+    fs: Literal["ext4", "xfs"] = Field("ext4", description="image (and a disk's image fallback): its file system.")
+    device: DeviceRef | None = Field(None, description="disk: the partition, LABEL=name or UUID=uuid.")
+    fallback: Literal["fail", "image", "tmpfs"] = Field(
+        "fail", description="disk: what a node without that partition does: stop the unit, or use an image or tmpfs."
+    )
 
 
 class Repack(_Part):
@@ -195,6 +211,10 @@ else:
     BootOverride = _override(Boot)
 
 
+# What a node group's nodes run besides the OS: kubernetes adds container and kubelet state (docs/storage.md).
+Preset = Literal["none", "kubernetes"]
+
+
 class Group(_Sparse):
     """A node group: settings that replace the cluster-wide ones for its nodes (docs/groups.md).
 
@@ -206,6 +226,7 @@ class Group(_Sparse):
     boot: BootOverride | None = Field(None, description="Fields of `boot` that differ for this group.")
     writable: tuple[Writable, ...] | None = Field(None, description="The group's writable mounts (all of them).")
     symlinks: dict[AbsPath, AbsPath] | None = Field(None, description="The group's symlinks (all of them).")
+    preset: Preset | None = Field(None, description="The group's preset (kubernetes or none).")
 
 
 class Nodes(_Part):
@@ -252,6 +273,11 @@ class Cluster(_Part):
     rootfs: RootBuild | None = Field(None, description="Build the root with mmdebstrap; absent: adopt it.")
     firmware: Firmware = Field(Firmware(), description="Boot loaders per firmware; default: BIOS pxelinux only.")
     dhcp: Dhcp | None = Field(None, description="Generate a dnsmasq DHCP/TFTP configuration; absent: none.")
+    preset: Preset = Field(
+        "none",
+        description="kubernetes: containerd and kubelet state on per-node image storage, per-node /etc/kubernetes "
+        "and CNI directories, swap off, overlay and br_netfilter, bridge sysctls (docs/storage.md).",
+    )
     groups: dict[Name, Group] = Field(
         default_factory=dict, description="Node groups: settings that differ for some nodes (docs/groups.md)."
     )
@@ -290,10 +316,17 @@ class Cluster(_Part):
     @property
     def node_dir(self) -> Writable:
         """The per-node writable mount that holds the generated hostname, hosts, cmdline and boot record."""
-        return next(w for w in self.writable if w.per_node)
+        return next(w for w in self.writable if w.per_node and w.storage == "nfs")
+
+    @property
+    def nfs_writable(self) -> tuple[Writable, ...]:
+        """The writable entries the boot script mounts over NFS (storage: nfs)."""
+        return tuple(w for w in self.writable if w.storage == "nfs")
 
     def writable_export(self, w: Writable, node: str | None = None) -> str:
         """The gateway path a writable mount comes from; per-node mounts need the node id."""
+        if w.share is None:
+            raise ValueError(f"{w.mount} is not an NFS mount")
         path = self.shares[w.share].path
         if w.subdir:
             path = f"{path.rstrip('/')}/{w.subdir}"
@@ -305,6 +338,8 @@ class Cluster(_Part):
 
     def writable_parent(self, w: Writable) -> str:
         """For a per-node mount: the directory in which each node's directory is created."""
+        if w.share is None:
+            raise ValueError(f"{w.mount} is not an NFS mount")
         path = self.shares[w.share].path
         return f"{path.rstrip('/')}/{w.subdir}" if w.subdir else path
 

@@ -42,8 +42,16 @@ def semantic_problems(c: Cluster) -> list[Finding]:
 
 
 def view_problems(c: Cluster) -> list[Finding]:
-    """The rules that must hold for each group's effective spec (its nodes, mounts, symlinks and boot)."""
-    return list(_mounts(c)) + list(_symlinks(c)) + list(_boot(c)) + collision_problems(c) + cmdline_problems(c)
+    """The rules that must hold for each group's effective spec (its nodes, mounts, storage, symlinks, boot)."""
+    return (
+        list(_mounts(c))
+        + list(_symlinks(c))
+        + list(_storage(c))
+        + list(_container_state(c))
+        + list(_boot(c))
+        + collision_problems(c)
+        + cmdline_problems(c)
+    )
 
 
 def _gateway(c: Cluster) -> Iterator[Finding]:
@@ -89,12 +97,20 @@ def _mounts(c: Cluster) -> Iterator[Finding]:
         )
     if "rw" in c.root.options or "ro" not in c.root.options:
         yield ("root", "options"), "the root must be mounted read-only", "include ro and not rw"
-    if not any(w.per_node for w in c.writable):
+    if not any(w.per_node and w.storage == "nfs" for w in c.writable):
         yield ("writable",), "no per-node writable mount", "add one with per_node: true (the seed's /var/local)"
     mounts: dict[str, int] = {}
     for i, w in enumerate(c.writable):
-        share = c.shares.get(w.share)
-        if share is None:
+        share = c.shares.get(w.share) if w.share is not None else None
+        if w.storage != "nfs":
+            pass  # _storage checks these
+        elif w.share is None:
+            yield (
+                ("writable", i),
+                "storage nfs needs a share",
+                f"add share: NAME; shares are: {', '.join(sorted(c.shares))}",
+            )
+        elif share is None:
             yield ("writable", i, "share"), f"no share named {w.share!r}", f"shares are: {', '.join(sorted(c.shares))}"
         elif share.access != "rw":
             yield (
@@ -117,7 +133,7 @@ def _mounts(c: Cluster) -> Iterator[Finding]:
                 f"{w.mount} would hide the skeleton directory {SKELETON_DIR}",
                 "the boot script seeds the nodes' files from it",
             )
-        if "ro" in w.options or "rw" not in w.options:
+        if w.storage == "nfs" and ("ro" in w.options or "rw" not in w.options):
             yield ("writable", i, "options"), "a writable mount must be mounted rw", "include rw and not ro"
         for other, j in mounts.items():
             if _under(w.mount, other) or _under(other, w.mount):
@@ -152,6 +168,7 @@ def _node_dirs(c: Cluster) -> Iterator[Finding]:
 def _symlinks(c: Cluster) -> Iterator[Finding]:
     targets: dict[str, str] = {}
     mounts = [w.mount for w in c.writable]
+    nfs_mounts = [w.mount for w in c.writable if w.storage == "nfs"]
     record_mount = next((w.mount for w in c.writable if w.per_node), None)  # c.node_dir, where the record goes
     for source, target in c.symlinks.items():
         loc: Loc = ("symlinks", source)
@@ -178,8 +195,18 @@ def _symlinks(c: Cluster) -> Iterator[Finding]:
                 f"{source} lies under the symlink {outer[0]}",
                 "a path inside a symlinked directory is already on the writable mount",
             )
-        if not any(_strictly_under(target, m) for m in mounts):
-            yield loc, f"target {target} is not under a writable mount", f"writable mounts: {', '.join(mounts)}"
+        if not any(_strictly_under(target, m) for m in nfs_mounts):
+            other = next((m for m in mounts if _strictly_under(target, m)), None)
+            if other is not None:
+                # The boot script writes and seeds link targets in the initramfs; image and disk storage is
+                # mounted later by a unit in the root, and a tmpfs would forget the file at every boot.
+                yield loc, f"target {target} is on {other}, which is not NFS storage", "point it under an nfs mount"
+            else:
+                yield (
+                    loc,
+                    f"target {target} is not under a writable mount",
+                    f"writable mounts: {', '.join(nfs_mounts)}",
+                )
         elif (
             source in PER_NODE_FILES
             and any(w.per_node for w in c.writable)
@@ -209,6 +236,101 @@ def _symlinks(c: Cluster) -> Iterator[Finding]:
                 "each symlink needs its own file",
             )
         targets.setdefault(target, source)
+
+
+# Fields of a writable entry that mean something only for some storage kinds, with their defaults.
+_NFS_ONLY = {"share": None, "per_node": False, "subdir": None, "options": ("rw",)}
+_MEANS = {
+    "size": {"tmpfs", "image", "disk"},
+    "fs": {"image", "disk"},
+    "device": {"disk"},
+    "fallback": {"disk"},
+}
+_DEFAULTS: dict[str, object] = {"size": None, "fs": "ext4", "device": None, "fallback": "fail"}
+# Smallest useful images: mkfs.xfs refuses file systems under 300 MiB; an ext4 journal wants a few MiB.
+MIN_IMAGE = {"ext4": 16 << 20, "xfs": 300 << 20}
+
+
+def _storage(c: Cluster) -> Iterator[Finding]:
+    from pipeline.spec.types import size_bytes
+
+    for i, w in enumerate(c.writable):
+        loc: Loc = ("writable", i)
+        if w.storage != "nfs":
+            for name, default in _NFS_ONLY.items():
+                if getattr(w, name) != default:
+                    yield (*loc, name), f"{name} means nothing for storage {w.storage}", f"remove {name}"
+        for name, kinds in _MEANS.items():
+            if w.storage not in kinds and getattr(w, name) != _DEFAULTS[name]:
+                yield (*loc, name), f"{name} means nothing for storage {w.storage}", f"remove {name}"
+        if w.storage == "disk":
+            if w.device is None:
+                yield loc, "storage disk needs a device", "add device: LABEL=name (or UUID=...)"
+            if w.fallback == "fail" and w.size is not None:
+                yield (*loc, "size"), "size means nothing for a disk without fallback", "remove size, or set fallback"
+            if w.fallback != "image" and w.fs != "ext4":
+                yield (*loc, "fs"), "fs is the file system of the image fallback", "set fallback: image, or remove fs"
+        needs_size = w.storage in ("tmpfs", "image") or (w.storage == "disk" and w.fallback != "fail")
+        if needs_size and w.size is None:
+            what = f"storage {w.storage}" if w.storage != "disk" else f"fallback {w.fallback}"
+            yield loc, f"{what} needs a size", "add size: with a unit, e.g. size: 20G"
+        image = w.storage == "image" or (w.storage == "disk" and w.fallback == "image")
+        if image and w.size is not None and size_bytes(w.size) < MIN_IMAGE[w.fs]:
+            yield (
+                (*loc, "size"),
+                f"{w.size} is too small for an {w.fs} image",
+                f"at least {MIN_IMAGE[w.fs] >> 20}M",
+            )
+
+
+# Container runtime and kubelet state: overlayfs refuses an NFS upper layer (whiteouts need trusted.* xattrs and
+# d_type), and kubelet's cadvisor fails on an NFS --root-dir (DESIGN.md, kubernetes #98009).
+CONTAINER_STATE = {
+    "/var/lib/containerd": "containerd's state (images, overlayfs snapshots)",
+    "/var/lib/kubelet": "kubelet's --root-dir (pods' volumes; cadvisor fails on NFS)",
+}
+_ENTRY_REMEDY = (
+    "give it storage: image (with a size, e.g. 20G), tmpfs or disk; or remove it and set preset: kubernetes, "
+    "which puts it on a per-node image"
+)
+_LINK_REMEDY = "replace the symlink by a writable entry with storage: image (with a size), tmpfs or disk"
+
+
+def _container_state(c: Cluster) -> Iterator[Finding]:
+    # A path the spec names for this state is always checked. A mount or link above it (/var/lib on NFS) only
+    # with the preset, whose image storage would have to be mounted inside it; without the preset those nodes
+    # may run no containers at all.
+    preset = c.preset == "kubernetes"
+    for path, what in CONTAINER_STATE.items():
+        for i, w in enumerate(c.writable):
+            if w.storage != "nfs":
+                continue
+            if _under(w.mount, path):
+                yield ("writable", i, "mount"), f"{what} would be on NFS ({w.mount})", _ENTRY_REMEDY
+            elif preset and _under(path, w.mount):
+                yield (
+                    ("writable", i, "mount"),
+                    f"{path} ({what}) lies inside this NFS mount",
+                    f"preset kubernetes mounts image storage at {path}, which cannot sit inside an NFS mount: "
+                    f"keep {w.mount} off NFS, or make narrower paths writable",
+                )
+        for source, target in c.symlinks.items():
+            if not any(_strictly_under(target, w.mount) for w in c.writable if w.storage == "nfs"):
+                continue
+            if _under(source, path):
+                yield ("symlinks", source), f"{what} would be on NFS (through {source} -> {target})", _LINK_REMEDY
+            elif preset and _under(path, source):
+                yield (
+                    ("symlinks", source),
+                    f"{path} ({what}) lies inside this symlink to NFS ({source} -> {target})",
+                    f"preset kubernetes mounts image storage at {path}: do not symlink {source}",
+                )
+    if c.preset == "kubernetes" and c.root.profile == "none":
+        yield (
+            ("preset",),
+            "preset kubernetes needs root.profile: debian-systemd",
+            "kubelet and CNI need a per-node machine-id, /tmp (ctr) and /var/log; set root.profile: debian-systemd",
+        )
 
 
 def _nodes(c: Cluster) -> Iterator[Finding]:

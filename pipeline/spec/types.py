@@ -360,3 +360,51 @@ def _argv_word(value: str) -> str:
 
 ArgvWord = Annotated[str, BeforeValidator(_require_str), AfterValidator(_argv_word)]
 StrictBool = Annotated[bool, Field(strict=True)]
+
+
+# Sizes of tmpfs mounts and image files: digits and a binary unit, as truncate(1), tmpfs(5) and mkfs all read
+# them (K, M, G, T are powers of 1024 for each). A bare number of bytes is refused: "10" is never meant.
+_SIZE = re.compile(r"([0-9]{1,6})([KMGT])")
+SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MAX_SIZE = 64 << 40
+
+
+def size_bytes(value: str) -> int:
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(value)
+    return int(match.group(1)) * SIZE_UNITS[match.group(2)]
+
+
+def _size(value: str) -> str:
+    upper = value.upper() if value.isascii() else ""
+    if not _SIZE.fullmatch(upper):
+        raise fail(f"{shown(value)} is not a size", "digits and a unit K, M, G or T (powers of 1024), e.g. 512M or 20G")
+    if size_bytes(upper) == 0:
+        raise fail(f"size {shown(value)} is zero")
+    if size_bytes(upper) > MAX_SIZE:
+        raise fail(f"size {shown(value)} is larger than 64T")
+    return upper
+
+
+Size = Annotated[str, BeforeValidator(_require_str), AfterValidator(_size)]
+
+# A local partition by file system label or UUID, as blkid -L / -U and fstab name them. Labels: ext4 allows 16
+# bytes and xfs 12, GPT partition names more; one conservative alphabet that needs no quoting anywhere.
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_UUID_VALUE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9A-F]{4}-[0-9A-F]{4}")
+
+
+def _device(value: str) -> str:
+    kind, sep, name = value.partition("=")
+    if sep and kind == "LABEL" and _LABEL_VALUE.fullmatch(name) and not name.startswith("-"):
+        return value
+    if sep and kind == "UUID" and (_UUID_VALUE.fullmatch(name.lower()) or _UUID_VALUE.fullmatch(name)):
+        return f"UUID={name.lower() if len(name) == 36 else name}"
+    raise fail(
+        f"{shown(value)} is not a partition reference",
+        "LABEL=<1-32 of letters, digits, _ . -> or UUID=<the file system's UUID as blkid shows it>",
+    )
+
+
+DeviceRef = Annotated[str, BeforeValidator(_require_str), AfterValidator(_device)]

@@ -159,7 +159,7 @@ class FakeNode:
         # The gateway: the exported shares; shared subdirectories exist (the deploy step makes them).
         for share in cluster.shares.values():
             (self.gateway / share.path.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        for w in cluster.writable:
+        for w in cluster.nfs_writable:
             if not w.per_node:
                 (self.gateway / cluster.writable_export(w).lstrip("/")).mkdir(parents=True, exist_ok=True)
         self.set_cmdline(CMDLINE)
