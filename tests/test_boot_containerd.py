@@ -1,6 +1,7 @@
 """containerd on diskless nodes (issue 11 item 4): the real Debian root of test_boot_debian.py plus containerd and
 runc (a second cached root), the shipped cluster.yaml with `preset: kubernetes` and /var/lib/containerd on a 2G
-per-node ext4 image. `doit`, `nfsroot plan`, `nfsroot apply`, then two nodes boot it twice. In each guest the
+per-node ext4 image; the second node is in a second node group, control-plane (its own host names, kernel
+argument and a 1G image). `doit`, `nfsroot plan`, `nfsroot apply`, then two nodes boot it twice. In each guest the
 verdict unit (pipeline/boottest/verdictunit.py) imports a local image tarball with whiteouts (no registry:
 pipeline/boottest/imagetar.py) on the first boot, runs a container with the overlayfs snapshotter on both, and
 reports; on the second boot the image must still be there. systemd is the judge, as in test_boot_debian.py.
@@ -41,7 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 MACS = ("52:54:00:c7:d0:01", "52:54:00:c7:d0:02")
 IMAGE_TAR = "/usr/local/share/nfsroot-test-image.tar"
 CTD = "/var/lib/containerd"
-IMAGE_BYTES = 2 << 30
+# The second node is in the group control-plane, with its own host names, kernel argument and a smaller image:
+# one run proves both that groups reach a real root and that a group's storage is its own.
+GROUP = "control-plane"
+IMAGE_BYTES = {MACS[0]: 2 << 30, MACS[1]: 1 << 30}
+HOSTNAMES = {MACS[0]: "worker-node-525400c7d001", MACS[1]: "control-plane-525400c7d002"}
+GROUP_ARG = "nfsroot_group=control-plane"
 
 
 def _spec(tmp: Path, gateway_root: Path, kernel: str) -> Path:
@@ -51,12 +57,20 @@ def _spec(tmp: Path, gateway_root: Path, kernel: str) -> Path:
     spec["gateway"] |= {"address": "10.0.2.2", "network": "10.0.2.0/24"}
     spec["boot"]["kernel"] = kernel
     spec["boot"]["cmdline"] = ["console=ttyS0", "panic=-1"]
-    spec["nodes"]["known"] = [{"mac": mac} for mac in MACS]
+    spec["nodes"]["known"] = [{"mac": MACS[0]}, {"mac": MACS[1], "group": GROUP}]
     spec["deploy"] |= {"root": str(gateway_root), "reload": []}
     for w in spec["writable"]:  # nfs-ganesha and NFSACL: see test_boot_debian.py
         w["options"] = ["rw", "noacl"]
     spec["writable"].append({"mount": CTD, "storage": "image", "size": "2G"})
     spec["preset"] = "kubernetes"
+    control = [*spec["writable"][:-1], {"mount": CTD, "storage": "image", "size": "1G"}]
+    spec["groups"] = {
+        GROUP: {
+            "hostname": "control-plane-{mac}",
+            "boot": {"cmdline": [*spec["boot"]["cmdline"], GROUP_ARG]},
+            "writable": control,
+        }
+    }
     path = tmp / "cluster.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -67,7 +81,9 @@ def _checks(image: str) -> str:
     It runs inside the verdict script: no variable of its own may clobber the script's ($out is the report)."""
     q = shlex.quote
     command = " ".join(q(c) for c in COMMAND)
-    return f"""echo "${{P}}ctd-mount=$(findmnt -n -o FSTYPE,SOURCE --mountpoint {CTD} | tr -s ' ' ,)"
+    return f"""echo "${{P}}host=$(hostname)"
+echo "${{P}}group-arg=$(grep -c {q(GROUP_ARG)} /proc/cmdline)"
+echo "${{P}}ctd-mount=$(findmnt -n -o FSTYPE,SOURCE --mountpoint {CTD} | tr -s ' ' ,)"
 echo "${{P}}storage-unit=$(systemctl is-active nfsroot-storage.service)"
 echo "${{P}}storage-log=$(journalctl -b -u nfsroot-storage.service --no-pager -o cat | tr '\n' '|')"
 echo "${{P}}containerd=$(systemctl is-active containerd.service)"
@@ -152,6 +168,9 @@ def test_containerd_runs_on_per_node_image_storage_and_keeps_its_image(tmp_path:
         for node in target.nodes:
             v = by_node[node.id]
             where = f"boot {boot} {node.hostname}"
+            size = IMAGE_BYTES[node.mac]
+            assert node.hostname == HOSTNAMES[node.mac] and v.first("host") == node.hostname, where
+            assert v.first("group-arg") == ("1" if node.mac == MACS[1] else "0"), where
             assert v.first("state") == "running", f"{where}: {v.first('state')}, failed: {v.first('failed')}"
             assert (v.first("failed") or "").strip() == "", where
             fstype, _, source = (v.first("ctd-mount") or "").partition(",")
@@ -159,7 +178,7 @@ def test_containerd_runs_on_per_node_image_storage_and_keeps_its_image(tmp_path:
             assert v.first("storage-unit") == "active" and v.first("containerd") == "active", where
             assert v.first("image-before") == ("absent" if boot == 1 else "present"), where
             log = v.first("storage-log") or ""
-            made = f"made /var/local/images{CTD}.img ({IMAGE_BYTES} bytes, ext4)"
+            made = f"made /var/local/images{CTD}.img ({size} bytes, ext4)"
             # Made at the first boot; checked by e2fsck -p (which says "clean") at the second.
             assert (made in log) == (boot == 1), f"{where}: {log}"
             assert (f"/var/local/images{CTD}.img: clean" in log) == (boot == 2), f"{where}: {log}"
@@ -172,9 +191,10 @@ def test_containerd_runs_on_per_node_image_storage_and_keeps_its_image(tmp_path:
             assert set(v.all("preset-writes")) == {"/etc/kubernetes", "/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni"}
     for node in target.nodes:
         img = gw / "workers" / node.id / "images/var/lib/containerd.img"
-        assert img.stat().st_size == IMAGE_BYTES
+        size = IMAGE_BYTES[node.mac]
+        assert img.stat().st_size == size
         used = img.stat().st_blocks * 512
-        print(f"{node.id}: {img} takes {used >> 20} MiB of {IMAGE_BYTES >> 20} MiB on the gateway")
-        assert used < IMAGE_BYTES // 4  # sparse
+        print(f"{node.id}: {img} takes {used >> 20} MiB of {size >> 20} MiB on the gateway")
+        assert used < size // 4  # sparse
     assert not (cached / "var/lib/containerd/io.containerd.metadata.v1.bolt").exists()  # the cache is untouched
     print(f"prepared in {prepared:.0f}s, total {time.monotonic() - started:.0f}s")

@@ -289,3 +289,19 @@ def test_a_node_can_boot_the_cluster_wide_settings_when_unknown_nodes_boot_a_gro
     names = {v: outputs.initrd_names(views[v].cluster, REPO) for v in views}
     pxe = {a.path.rsplit("/", 1)[1]: a for a in outputs.pxelinux(cluster, names["workers"], names).artifacts}
     assert "01-00-23-24-94-34-ae" in pxe  # its own file: pxelinux.cfg/default boots the workers group
+
+
+def test_groups_review_describes_storage_other_than_nfs() -> None:
+    """A group's image, tmpfs and disk entries have no NFS export: the review names their kind (it raised)."""
+    text = _example(
+        "      - {mount: /var/lib/etcd, share: workers, per_node: true, subdir: etcd}\n",
+        "      - {mount: /var/lib/etcd, storage: image, size: 1G}\n"
+        "      - {mount: /var/cache/scratch, storage: tmpfs, size: 512M}\n"
+        "      - {mount: /srv/data, storage: disk, device: LABEL=data, fallback: tmpfs, size: 2G}\n",
+    )
+    cluster = parse_cluster(text, "cluster.yaml")[0]
+    [review] = [d for d in outputs.symlinks(cluster).reviews if d.name == "groups.txt"]
+    body = review.data.decode()
+    assert "/var/lib/etcd <- ext4 image of 1G in the node's directory  (one image per node)" in body
+    assert "/var/cache/scratch <- tmpfs of 512M  (per node, lost at reboot)" in body
+    assert "/srv/data <- local disk LABEL=data (absent: tmpfs)  (per node)" in body

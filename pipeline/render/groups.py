@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pipeline.render.artifact import ReviewDoc
 from pipeline.render.templating import render
 from pipeline.spec.groups import GroupView, overridden
-from pipeline.spec.model import DEFAULT_GROUP, Cluster
+from pipeline.spec.model import DEFAULT_GROUP, Cluster, Writable
 
 TEMPLATE = "groups.txt.j2"
 
@@ -27,14 +27,23 @@ def _group(cluster: Cluster, view: GroupView) -> dict[str, object]:
         "method": c.boot.method,
         "root": f"{c.root.share} ({c.root_share.path}), options {','.join(c.root.options)}, profile {c.root.profile}",
         "cmdline": list(c.boot.cmdline),
-        "mounts": [
-            (w.mount, c.writable_export(w, "<node id>"), "one directory per node" if w.per_node else "shared")
-            for w in c.writable
-        ],
+        "preset": c.preset,
+        "mounts": [_mount(c, w) for w in c.writable],
         "symlinks": sorted(c.symlinks.items()),
         "hostname": c.nodes.hostname,
         "nodes": [(n.mac, c.hostname_for(n)) for n in c.nodes.known],
     }
+
+
+def _mount(c: Cluster, w: Writable) -> tuple[str, str, str]:
+    """(mount point, where it comes from, how) of one writable entry, NFS or another storage kind."""
+    if w.storage == "nfs":
+        return w.mount, c.writable_export(w, "<node id>"), "one directory per node" if w.per_node else "shared"
+    if w.storage == "tmpfs":
+        return w.mount, f"tmpfs of {w.size}", "per node, lost at reboot"
+    if w.storage == "image":
+        return w.mount, f"{w.fs} image of {w.size} in the node's directory", "one image per node"
+    return w.mount, f"local disk {w.device} (absent: {w.fallback})", "per node"
 
 
 def render_groups_review(cluster: Cluster, views: Sequence[GroupView]) -> list[ReviewDoc]:
