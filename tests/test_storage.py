@@ -317,7 +317,7 @@ def test_plan_refuses_a_root_without_the_storage_programs(tmp_path: Path, capsys
     assert main(args) in (EXIT_OK, EXIT_CHANGES)
 
 
-def test_the_kubernetes_example_is_the_seed_with_workers_on_image_storage() -> None:
+def test_the_kubernetes_example_is_the_seed_with_workers_and_a_control_plane_group_on_image_storage() -> None:
     example, _ = load_cluster(REPO / "examples/kubernetes/cluster.yaml")
     seed, _ = load_cluster(REPO / "cluster.yaml")
     assert (example.gateway, example.shares, example.root, example.symlinks) == (
@@ -326,13 +326,25 @@ def test_the_kubernetes_example_is_the_seed_with_workers_on_image_storage() -> N
         seed.root,
         seed.symlinks,
     )
-    assert example.nfs_writable == seed.writable and example.nodes == seed.nodes
+    assert example.nfs_writable == seed.writable
+    assert [n.mac for n in example.nodes.known] == [n.mac for n in seed.nodes.known]
+    assert example.nodes.hostname == seed.nodes.hostname
     assert example.preset == "kubernetes"
-    state = {e.writable.mount: (e.writable.storage, e.field) for e in storage.entries(example)}
+    workers, control = example.groups_resolved()
+    assert (workers.name, control.name) == ("default", "control-plane")
+    assert example.hostname_for(example.nodes.known[1]) == "control-plane-448a5bddd8ba"
+    state = {e.writable.mount: (e.writable.storage, e.field) for e in storage.entries(workers.cluster)}
     assert state == {
         "/var/lib/containerd": ("image", "writable.2"),
         "/var/lib/kubelet": ("image", "preset kubernetes"),
     }
+    state = {e.writable.mount: (e.writable.storage, e.writable.size) for e in storage.entries(control.cluster)}
+    assert state == {
+        "/var/lib/containerd": ("image", "20G"),
+        "/var/lib/etcd": ("image", "8G"),
+        "/var/lib/kubelet": ("image", "4G"),
+    }
+    assert control.cluster.nfs_writable == seed.writable
 
 
 def test_audit_names_the_missing_storage_programs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
