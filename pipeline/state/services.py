@@ -20,6 +20,8 @@ from pipeline.run import run
 from pipeline.state.changes import Plan
 from pipeline.state.nginxcheck import NotCheckedError, nginx_test
 
+SBIN = ("/usr/sbin", "/sbin")
+
 
 class ServiceConfigError(PipelineError):
     """A service's own program rejects the configuration the build made."""
@@ -37,8 +39,9 @@ class OwnedService:
     check: Callable[[str, Path], AbstractContextManager[list[str]]]
 
     def find(self) -> str | None:
+        # sbin is not on every user's PATH, and plan need not run as root
         return shutil.which(self.program) or next(
-            (p for p in (f"/usr/sbin/{self.program}", f"/sbin/{self.program}") if Path(p).is_file()), None
+            (str(Path(d) / self.program) for d in SBIN if (Path(d) / self.program).is_file()), None
         )
 
 
