@@ -201,3 +201,19 @@ def test_cli_apply_runs_the_specs_http_reload(tmp_path: Path, capsys: pytest.Cap
 
 def test_the_default_reload_is_systemctl_reload_nginx() -> None:
     assert parse(IPXE_HTTP).firmware.http.reload == ("systemctl", "reload", "nginx")
+
+
+@pytest.mark.parametrize("build_name", ["b", "b[1]*?"])
+def test_check_accepts_the_block_wherever_the_build_is(tmp_path: Path, build_name: str) -> None:
+    """nginx reads `include` with *?[ as a glob; a build directory named so is still checked, and can fail."""
+    require_program("nginx")
+    require_program("unshare")
+    (tmp_path / "t").mkdir()
+    for block, ok in ((GOOD, True), (BAD, False)):
+        build = make_build(tmp_path / build_name, {CONF: F(block, role="httpserver")})
+        plan = plan_for(build, tmp_path / "t")
+        if ok:
+            assert services.check_services(plan, build) == plan  # no warning: really checked
+        else:
+            with pytest.raises(services.ServiceConfigError, match='arguments in "autoindex" directive'):
+                services.check_services(plan, build)

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.errors import ExternalCommandError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.run import run
 from pipeline.state.changes import Plan
 from pipeline.state.nginxcheck import NotCheckedError, nginx_test
@@ -80,11 +80,15 @@ def check_services(plan: Plan, build: Path) -> Plan:
             assert change.staged is not None
             try:
                 with service.check(program, build / change.staged) as argv:
-                    run(argv)
+                    proc = run(argv, check=False)
             except NotCheckedError as exc:
                 warnings.append(f"{change.path}: the {service.label} was not checked ({exc})")
-            except ExternalCommandError as exc:
+                continue
+            if proc.returncode != 0:
+                # The program's own words only: the command line (for nginx, its namespace wrapper) is noise.
+                said = "; ".join((proc.stderr or b"").decode(errors="replace").strip().splitlines())[-2000:]
                 raise ServiceConfigError(
-                    f"{change.path}: {service.program} rejects the built configuration ({exc})"
-                ) from None
+                    f"{change.path}: {service.program} rejects the built configuration "
+                    f"({said or f'exit code {proc.returncode}'})"
+                )
     return plan if len(warnings) == len(plan.warnings) else replace(plan, warnings=tuple(warnings))
