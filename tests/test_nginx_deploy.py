@@ -217,3 +217,26 @@ def test_check_accepts_the_block_wherever_the_build_is(tmp_path: Path, build_nam
         else:
             with pytest.raises(services.ServiceConfigError, match='arguments in "autoindex" directive'):
                 services.check_services(plan, build)
+
+
+def test_switching_to_tftp_removes_the_block_and_reloads_nginx(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_program("nginx")
+    require_program("unshare")
+    marker = tmp_path / "reloaded"
+    script = tmp_path / "reload-nginx"
+    script.write_text(f"#!/bin/sh\necho reload >> {marker}\n")
+    script.chmod(0o755)
+    target = tmp_path / "t"
+    target.mkdir()
+    spec = _spec(tmp_path, f", http: {{reload: [{script}]}}")
+    assert (
+        main(["-f", str(spec), "apply", "--build", str(_build(tmp_path, 1, GOOD, "a\n")), "--target", str(target)])
+        == EXIT_OK
+    )
+    spec = _spec(tmp_path, f", transport: tftp, http: {{reload: [{script}]}}")
+    tftp = make_build(tmp_path / "b2", {"/etc/nfsroot/hosts": "a\n"})
+    assert main(["-f", str(spec), "apply", "--build", str(tftp), "--target", str(target)]) == EXIT_OK
+    assert not (target / CONF.lstrip("/")).exists()
+    assert marker.read_text() == "reload\nreload\n"  # nginx no longer serves the removed block

@@ -20,7 +20,6 @@ from pipeline.cli import EXIT_CHANGES, EXIT_OK, bounded_int
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_atomic
 from pipeline.render import preset, profile, storage
-from pipeline.render.firmware import uses_http
 from pipeline.spec.load import load_cluster
 from pipeline.spec.locate import spec_locator
 from pipeline.spec.model import Cluster, Deploy
@@ -100,7 +99,8 @@ def settings(args: argparse.Namespace) -> Settings:
     if cluster is not None and not getattr(args, "no_reload", False):
         if cluster.dhcp is not None and cluster.dhcp.reload:
             service_reloads[DNSMASQ.role] = tuple(cluster.dhcp.reload)
-        if uses_http(cluster) and cluster.firmware.http.reload:
+        # Also without HTTP: a server block left from an earlier transport is removed, and nginx must forget it.
+        if cluster.firmware.http.reload:
             service_reloads[NGINX.role] = tuple(cluster.firmware.http.reload)
     tools: dict[str, tuple[str, str, str]] = {}
     for view in cluster.groups_resolved() if cluster is not None else ():  # every group's storage runs on the root
