@@ -2,8 +2,9 @@
 
 `<target>/var/lib/nfsroot-pipeline/deployed.json` lists every managed path (kind, role, hash or link target),
 the initrd generations kept for rollback (newest first; generation 0 is what pxelinux points at) and whether
-an exports reload (or a dnsmasq or nginx reload) is still owed by an interrupted apply. It is itself planned like any file, so its bytes are
-a pure function of the manifest and the previous record: no timestamps, sorted keys.
+an exports reload, or the reload of a service whose configuration we own (pipeline.state.services: dnsmasq,
+nginx), is still owed by an interrupted apply. It is itself planned like any file, so its bytes are a pure
+function of the manifest and the previous record: no timestamps, sorted keys.
 """
 
 from __future__ import annotations
