@@ -25,7 +25,7 @@ BAD = GOOD.replace(b"255.255.255.0,12h\n", b"255.255.255.0,12x\n")
 def _counter(tmp_path: Path) -> tuple[ApplyOptions, Path]:
     marker = tmp_path / "dnsmasq-reloads"
     argv = (sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write('reload\\n')", str(marker))
-    return ApplyOptions(reload_argv=None, dnsmasq_reload_argv=argv), marker
+    return ApplyOptions(reload_argv=None, service_reloads={"dnsmasq": argv}), marker
 
 
 def _count(marker: Path) -> int:
@@ -56,12 +56,16 @@ def test_a_failed_reload_is_retried_by_the_next_apply(tmp_path: Path) -> None:
     target = tmp_path / "t"
     target.mkdir()
     build = _build(tmp_path, 1, GOOD, "a\n")
-    failing = ApplyOptions(reload_argv=None, dnsmasq_reload_argv=(sys.executable, "-c", "raise SystemExit(4)"))
+    failing = ApplyOptions(reload_argv=None, service_reloads={"dnsmasq": (sys.executable, "-c", "raise SystemExit(4)")})
     with pytest.raises(ExternalCommandError, match="exit code 4"):
         deploy(build, target, failing)
     plan = plan_for(build, target)
-    assert plan.reload_dnsmasq and not plan.reload_exports and [c.path for c in plan.changes] == [STATE_PATH]
-    assert plan_from_json(plan_to_json(plan), "saved.json").reload_dnsmasq  # a saved plan keeps it
+    assert (
+        plan.reload_services == ("dnsmasq",)
+        and not plan.reload_exports
+        and [c.path for c in plan.changes] == [STATE_PATH]
+    )
+    assert plan_from_json(plan_to_json(plan), "saved.json").reload_services == ("dnsmasq",)  # a saved plan keeps it
     opts, marker = _counter(tmp_path)
     deploy(build, target, opts)
     assert _count(marker) == 1
@@ -91,7 +95,7 @@ def test_plan_text_with_a_reload_command(tmp_path: Path) -> None:
     target = tmp_path / "t"
     target.mkdir()
     plan = plan_for(_build(tmp_path, 1, GOOD, "a\n"), target)
-    text = render_text(plan, reload=None, dnsmasq_reload=("systemctl", "restart", "dnsmasq"))
+    text = render_text(plan, reload=None, service_reloads={"dnsmasq": ("systemctl", "restart", "dnsmasq")})
     assert "The dnsmasq configuration changes: apply will run `systemctl restart dnsmasq` afterwards." in text
 
 

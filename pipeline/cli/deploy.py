@@ -12,6 +12,7 @@ import dataclasses
 import json
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +29,13 @@ from pipeline.state.audit_units import UnitNeed, uncovered, unit_needs
 from pipeline.state.capabilities import REMEDIES, capability_changes, scan_capabilities
 from pipeline.state.changes import Plan
 from pipeline.state.deploy import plan_target
-from pipeline.state.dnsmasqcheck import check_dnsmasq
 from pipeline.state.homes import home_changes
 from pipeline.state.hostkeys import hostkey_changes
 from pipeline.state.lint import lint_readonly_root
 from pipeline.state.plan import PlanOptions
 from pipeline.state.render import plan_to_json, read_plan_file, render_text
 from pipeline.state.rollback import rollback_plan
+from pipeline.state.services import BY_ROLE, DNSMASQ, NGINX, check_services
 from pipeline.state.storagetools import check_storage_tools, missing_tools
 from pipeline.textsafe import printable
 from pipeline.workspace import Workspace
@@ -51,7 +52,9 @@ class Settings:
     writable: tuple[str, ...] | None  # None when no spec was read (lint needs it)
     symlinks: tuple[str, ...]
     spec: Path | None = None  # cluster.yaml, when it exists: errors found at plan time point into it
-    dnsmasq_reload: tuple[str, ...] | None = None  # dhcp.reload; None: not configured or disabled
+    service_reloads: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=dict
+    )  # role -> dhcp.reload etc., if on
     cluster: Cluster | None = None  # the spec, when there is one (ssh host keys of its known nodes)
     storage_tools: tuple[tuple[str, str, str], ...] = ()  # (field, program, package) the storage unit runs
 
@@ -92,9 +95,13 @@ def settings(args: argparse.Namespace) -> Settings:
     if cluster is not None:
         writable, symlinks = _writable_for_every_group(cluster)
     spec = spec_path if cluster is not None else None
-    dnsmasq_reload: tuple[str, ...] | None = None
-    if cluster is not None and cluster.dhcp is not None and not getattr(args, "no_reload", False):
-        dnsmasq_reload = tuple(cluster.dhcp.reload) or None
+    service_reloads: dict[str, tuple[str, ...]] = {}
+    if cluster is not None and not getattr(args, "no_reload", False):
+        if cluster.dhcp is not None and cluster.dhcp.reload:
+            service_reloads[DNSMASQ.role] = tuple(cluster.dhcp.reload)
+        # Also without HTTP: a server block left from an earlier transport is removed, and nginx must forget it.
+        if cluster.firmware.http.reload:
+            service_reloads[NGINX.role] = tuple(cluster.firmware.http.reload)
     tools: dict[str, tuple[str, str, str]] = {}
     for view in cluster.groups_resolved() if cluster is not None else ():  # every group's storage runs on the root
         for need in storage.required_tools(view.cluster):
@@ -109,7 +116,7 @@ def settings(args: argparse.Namespace) -> Settings:
         writable,
         symlinks,
         spec,
-        dnsmasq_reload,
+        service_reloads,
         cluster,
         tuple(tools.values()),
     )
@@ -142,7 +149,7 @@ def make_target_plan(s: Settings, force: bool) -> Plan:
     root = s.target / s.client_root.lstrip("/") if s.client_root else None
     if root is not None and s.client_root and root.is_dir():  # before the first apply there is no root to ask
         check_storage_tools(root, s.client_root, s.storage_tools, locate)
-    return check_dnsmasq(plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate), s.build)
+    return check_services(plan_target(s.build, s.target, PlanOptions(s.keep_initrds, force), extra, locate), s.build)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -153,7 +160,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             write_atomic(Path(args.out), plan_to_json(plan).encode())
         except OSError as exc:
             raise PipelineError(f"{args.out}: cannot save the plan ({exc.strerror or exc})") from None
-    text = render_text(plan, diffs=not args.no_diff, reload=s.reload_argv, dnsmasq_reload=s.dnsmasq_reload)
+    text = render_text(plan, diffs=not args.no_diff, reload=s.reload_argv, service_reloads=s.service_reloads)
     sys.stdout.write(plan_to_json(plan) if args.json else text)
     return EXIT_CHANGES if plan.changes else EXIT_OK
 
@@ -161,22 +168,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     s = settings(args)
     if args.plan:
-        plan = check_dnsmasq(read_plan_file(Path(args.plan)), s.build)
+        plan = check_services(read_plan_file(Path(args.plan)), s.build)
         verify = True
     else:
         plan = make_target_plan(s, args.force)
         verify = False
-    sys.stdout.write(render_text(plan, diffs=False, reload=s.reload_argv, dnsmasq_reload=s.dnsmasq_reload))
+    sys.stdout.write(render_text(plan, diffs=False, reload=s.reload_argv, service_reloads=s.service_reloads))
     if not plan.changes:
         return EXIT_OK
-    result = apply_plan(plan, s.target, s.build, ApplyOptions(s.reload_argv, args.force, verify, s.dnsmasq_reload))
+    result = apply_plan(plan, s.target, s.build, ApplyOptions(s.reload_argv, args.force, verify, s.service_reloads))
     print(f"Apply complete: {len(result.applied)} changes.")
     if result.backup_dir:
         print(f"Originals kept in {printable(str(s.target) + result.backup_dir)}")
     if result.reloaded and s.reload_argv:
         print(f"Exports reloaded: {printable(shlex.join(s.reload_argv))}")
-    if result.dnsmasq_reloaded and s.dnsmasq_reload:
-        print(f"dnsmasq reloaded: {printable(shlex.join(s.dnsmasq_reload))}")
+    for role in result.services_reloaded:
+        print(f"{BY_ROLE[role].program} reloaded: {printable(shlex.join(s.service_reloads[role]))}")
     return EXIT_OK
 
 
@@ -306,7 +313,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p)
     p.add_argument("--plan", help="apply a plan saved with `plan --out`; refused if the target changed since")
     p.add_argument("--reload-cmd", help="command run when the exports changed (default: deploy.reload)")
-    p.add_argument("--no-reload", action="store_true", help="never run the exports or dnsmasq reload commands")
+    p.add_argument("--no-reload", action="store_true", help="never run the exports, dnsmasq or nginx reload commands")
     p.set_defaults(handler=cmd_apply)
 
     p = sub.add_parser("rollback", help="point the deployed pxelinux configs at the previous initrds")

@@ -54,6 +54,13 @@ class Http(_Section):
         "/etc/nginx/conf.d/nfsroot.conf",
         description="The nginx server block we own (Debian's nginx.conf includes conf.d/*.conf).",
     )
+    # On by default, unlike dhcp.reload: nginx is Debian's usual nginx.service and a reload is graceful (open
+    # downloads finish), while restarting a DHCP server is the user's call.
+    reload: tuple[ArgvWord, ...] = Field(
+        ("systemctl", "reload", "nginx"),
+        description="Run by apply after the server block changed (after `nginx -t` accepted it in plan); [] to "
+        "disable.",
+    )
 
 
 class Firmware(_Section):

@@ -17,8 +17,8 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,7 +48,8 @@ class ApplyOptions:
     reload_argv: tuple[str, ...] | None = ("exportfs", "-ra")  # None: never reload
     force: bool = False  # move non-empty directories that are in the way to the backups
     verify: bool = False  # check every observed fingerprint first (for plans saved earlier)
-    dnsmasq_reload_argv: tuple[str, ...] | None = None  # run when the dnsmasq configuration changed
+    # role -> reload argv of the owned services (pipeline.state.services), run when their configuration changed
+    service_reloads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class ApplyResult:
     applied: tuple[Change, ...]
     backup_dir: str | None  # gateway path of this run's backups, if anything was backed up
     reloaded: bool
-    dnsmasq_reloaded: bool = False
+    services_reloaded: tuple[str, ...] = ()  # roles whose reload command ran
 
 
 def _tmp_name(name: str) -> str:
@@ -515,10 +516,11 @@ def apply_plan(
             if plan.reload_exports and opts.reload_argv:
                 run(list(opts.reload_argv))
                 reloaded = True
-            dnsmasq_reloaded = False
-            if plan.reload_dnsmasq and opts.dnsmasq_reload_argv:
-                run(list(opts.dnsmasq_reload_argv))
-                dnsmasq_reloaded = True
+            services_reloaded = []
+            for role in plan.reload_services:  # in the services' order, each failure stops the run before the record
+                if opts.service_reloads.get(role):
+                    run(list(opts.service_reloads[role]))
+                    services_reloaded.append(role)
             for change in final:
                 writer.execute(change, _content(change, build, root))
     except OSError as exc:
@@ -526,7 +528,7 @@ def apply_plan(
             f"apply stopped at {at} in {target}: {exc.strerror or exc}; every path is "
             "old or new, so fix that and rerun apply to finish"
         ) from exc
-    return ApplyResult(plan.changes, writer.backup_dir, reloaded, dnsmasq_reloaded)
+    return ApplyResult(plan.changes, writer.backup_dir, reloaded, tuple(services_reloaded))
 
 
 def _lock(root: TargetRoot) -> None:

@@ -56,7 +56,7 @@ class Plan:
     observed: dict[str, str] = field(default_factory=dict)  # path -> fingerprint, every path looked at
     journal: str = ""  # record written before the first change so an interrupted apply can be finished
     reload_exports: bool = False
-    reload_dnsmasq: bool = False
+    reload_services: tuple[str, ...] = ()  # roles of owned services (pipeline.state.services) to reload
     warnings: tuple[str, ...] = ()
 
     @property

@@ -18,6 +18,7 @@ from pipeline.state.manifest import Desired, DirEntry, FileEntry, RootFileEntry,
 from pipeline.state.observe import Fact, Observed
 from pipeline.state.record import BACKUP_ROOT, STATE_PATH, Deployed, Record
 from pipeline.state.rootfs import PathConflictError, split_path
+from pipeline.state.services import SERVICE_ROLES
 
 OWN_DIRS = (STATE_PATH.rsplit("/", 1)[0], BACKUP_ROOT)  # the record and the backups belong to apply alone
 BOOT_ROLES = ("kernel", "initrd")  # the files one boot generation consists of, kept together for rollback
@@ -340,7 +341,9 @@ def make_plan(
     leaves.sort(key=lambda c: (c.op == "known_hosts", c.path))
     body = sorted(dirs, key=lambda c: c.path) + leaves + removals
     reload_exports = record.reload_pending or any(c.role == "exports" for c in body)
-    reload_dnsmasq = record.dnsmasq_pending or any(c.role == "dnsmasq" for c in body)
+    reload_services = tuple(
+        role for role in SERVICE_ROLES if role in record.services_pending or any(c.role == role for c in body)
+    )
 
     entries = {
         e.path: Deployed(e.kind, e.role, getattr(e, "sha256", None), getattr(e, "target", None))
@@ -352,7 +355,7 @@ def make_plan(
     text = new_record.render()
     union = {**record.entries, **entries}
     journal = Record(
-        desired.manifest.cluster, union, gens + dropped, reload_pending=reload_exports, dnsmasq_pending=reload_dnsmasq
+        desired.manifest.cluster, union, gens + dropped, reload_pending=reload_exports, services_pending=reload_services
     ).render()
     if journal == text:
         journal = ""  # nothing an interrupted apply would need to finish
@@ -384,6 +387,6 @@ def make_plan(
         observed={p: f.fingerprint for p, f in sorted(observed.facts.items())},
         journal=journal,
         reload_exports=reload_exports,
-        reload_dnsmasq=reload_dnsmasq,
+        reload_services=reload_services,
         warnings=tuple(warnings),
     )

@@ -2,8 +2,9 @@
 
 `<target>/var/lib/nfsroot-pipeline/deployed.json` lists every managed path (kind, role, hash or link target),
 the initrd generations kept for rollback (newest first; generation 0 is what pxelinux points at) and whether
-an exports reload is still owed by an interrupted apply. It is itself planned like any file, so its bytes are
-a pure function of the manifest and the previous record: no timestamps, sorted keys.
+an exports reload, or the reload of a service whose configuration we own (pipeline.state.services: dnsmasq,
+nginx), is still owed by an interrupted apply. It is itself planned like any file, so its bytes are a pure
+function of the manifest and the previous record: no timestamps, sorted keys.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
 from pipeline.state.manifest import check_gateway_path
+from pipeline.state.services import SERVICE_ROLES
 
 STATE_PATH = "/var/lib/nfsroot-pipeline/deployed.json"
 BACKUP_ROOT = "/var/backups/nfsroot-pipeline"
@@ -37,7 +39,9 @@ class Record:
     entries: dict[str, Deployed] = field(default_factory=dict)
     initrds: tuple[tuple[str, ...], ...] = ()
     reload_pending: bool = False
-    dnsmasq_pending: bool = False  # the dnsmasq reload still owed (written only when true: older records lack it)
+    # Roles of owned services (pipeline.state.services) whose reload is still owed, as "<role>_reload_pending"
+    # (written only when true: older records lack them).
+    services_pending: tuple[str, ...] = ()
 
     def render(self) -> str:
         doc = {
@@ -49,8 +53,8 @@ class Record:
             "initrds": [list(gen) for gen in self.initrds],
             "reload_pending": self.reload_pending,
         }
-        if self.dnsmasq_pending:
-            doc["dnsmasq_reload_pending"] = True
+        for role in self.services_pending:
+            doc[f"{role}_reload_pending"] = True
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -68,15 +72,19 @@ def parse_record(text: str, where: str = STATE_PATH) -> Record:
             entries[path] = Deployed(kind, role, raw.get("sha256"), raw.get("target"))
         initrds = tuple(tuple(check_gateway_path(p) for p in gen) for gen in doc["initrds"])
         reload_pending = doc["reload_pending"]
-        dnsmasq_pending = doc.get("dnsmasq_reload_pending", False)
         if not isinstance(reload_pending, bool) or not isinstance(doc["cluster"], str):
             raise ValueError("bad reload_pending or cluster")
-        if not isinstance(dnsmasq_pending, bool):
-            raise ValueError("bad dnsmasq_reload_pending")
+        pending = []
+        for role in SERVICE_ROLES:
+            flag = doc.get(f"{role}_reload_pending", False)
+            if not isinstance(flag, bool):
+                raise ValueError(f"bad {role}_reload_pending")
+            if flag:
+                pending.append(role)
     # RecursionError: json recurses per nesting level, and this file is not ours to trust (issue 12 defect 8).
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise RecordError(
             f"{where} in the target is not a valid deployed-state record ({exc}); "
             "move it aside if it is not nfsroot-pipeline's"
         ) from None
-    return Record(doc["cluster"], entries, initrds, reload_pending, dnsmasq_pending)
+    return Record(doc["cluster"], entries, initrds, reload_pending, tuple(pending))

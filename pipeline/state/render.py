@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, cast
@@ -11,6 +12,7 @@ from typing import Any, cast
 from pipeline.errors import PipelineError
 from pipeline.state.changes import OPS, Change, Op, Plan
 from pipeline.state.manifest import check_gateway_path
+from pipeline.state.services import BY_ROLE, SERVICE_ROLES
 from pipeline.textsafe import printable
 
 PLAN_FORMAT = 1
@@ -69,10 +71,11 @@ def render_text(
     diffs: bool = True,
     *,
     reload: tuple[str, ...] | None,
-    dnsmasq_reload: tuple[str, ...] | None = None,
+    service_reloads: Mapping[str, tuple[str, ...]] | None = None,
 ) -> str:
     """The plan as a terraform-style summary; `reload` is the exports reload command that will really run,
-    None when disabled (no default: a guessed command is what the plan used to print, issue 13)."""
+    None when disabled (no default: a guessed command is what the plan used to print, issue 13);
+    `service_reloads` the reload command of each owned service by role, missing when disabled."""
     # Paths, link targets, reasons and diffs come from the target and may hold newlines or ESC sequences
     # (issue 12 defect 11): every such value goes through printable(), so no line can be faked.
     lines = [f'nfsroot plan: cluster "{printable(plan.cluster)}", target {printable(target_label or plan.target)}', ""]
@@ -97,12 +100,16 @@ def render_text(
             "The exports change: reloading is disabled (deploy.reload: [] or --no-reload), "
             "so reload the NFS server yourself."
         )
-    if plan.reload_dnsmasq and dnsmasq_reload:
-        lines.append(f"The dnsmasq configuration changes: apply will run `{shlex.join(dnsmasq_reload)}` afterwards.")
-    elif plan.reload_dnsmasq:
-        lines.append(
-            "The dnsmasq configuration changes: reloading is disabled (dhcp.reload: []), restart dnsmasq yourself."
-        )
+    for role in plan.reload_services:
+        service = BY_ROLE[role]
+        argv = (service_reloads or {}).get(role)
+        if argv:
+            lines.append(f"The {service.label} changes: apply will run `{printable(shlex.join(argv))}` afterwards.")
+        else:
+            lines.append(
+                f"The {service.label} changes: reloading is disabled ({service.reload_field}: []), "
+                f"{service.by_hand} yourself."
+            )
     s = plan.summary
     lines.append(
         f"Plan: {s['create']} to create, {s['change']} to change, {s['replace']} to replace, {s['remove']} to remove."
@@ -134,8 +141,8 @@ def plan_to_json(plan: Plan) -> str:
         "journal": plan.journal,
         "warnings": list(plan.warnings),
     }
-    if plan.reload_dnsmasq:  # only when true: plans without DHCP read as before
-        doc["reload_dnsmasq"] = True
+    for role in plan.reload_services:  # only when true: plans without DHCP or HTTP read as before
+        doc[f"reload_{role}"] = True
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -175,7 +182,7 @@ def plan_from_json(text: str, where: str) -> Plan:
             observed=observed,
             journal=str(doc["journal"]),
             reload_exports=bool(doc["reload_exports"]),
-            reload_dnsmasq=doc.get("reload_dnsmasq", False) is True,
+            reload_services=tuple(role for role in SERVICE_ROLES if doc.get(f"reload_{role}", False) is True),
             warnings=tuple(str(w) for w in doc["warnings"]),
         )
     # RecursionError: json recurses per nesting level, and this file is not ours to trust (issue 12 defect 8).
