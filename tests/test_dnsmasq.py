@@ -18,6 +18,9 @@ from tests.spec_helpers import parse, problems, spec_text
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "dnsmasq"
 NODE_WITH_ADDRESS = '    - {mac: "00:23:24:94:34:ae", address: 192.168.0.11, hostname: alpha}'
+# Two groups with different UEFI loaders: the second known node is in control-plane, which boots iPXE.
+CONTROL_PLANE = {25: '    - {mac: "44:8a:5b:dd:d8:ba", group: control-plane}'}
+TWO_GROUPS = ["firmware: {uefi: shim}", 'groups: {control-plane: {hostname: "cp-{mac}", firmware: {uefi: ipxe}}}']
 
 SPECS = {
     "full.conf": spec_text(
@@ -28,6 +31,10 @@ SPECS = {
     "full-pxelinux-grub.conf": spec_text(
         append=["firmware: {uefi: grub}", "dhcp: {range_start: 192.168.0.10, range_end: 192.168.0.20, lease_time: 1h}"]
     ),
+    "full-groups.conf": spec_text(
+        replace=CONTROL_PLANE, append=[*TWO_GROUPS, "dhcp: {range_start: 192.168.0.100, range_end: 192.168.0.199}"]
+    ),
+    "proxy-groups.conf": spec_text(replace=CONTROL_PLANE, append=[*TWO_GROUPS, "dhcp: {mode: proxy}"]),
 }
 
 
@@ -79,6 +86,31 @@ def test_full_mode_lines() -> None:
     for arch in ("0", "7", "9", "11"):
         assert any(line.endswith(f"option:client-arch,{arch}") for line in text)
     assert "tftp-max=256" in text  # dnsmasq's own default (50) holds back a storm of more nodes
+
+
+def test_a_group_with_other_loaders_is_told_apart_by_mac() -> None:
+    text = config(SPECS["full-groups.conf"]).decode().splitlines()
+    assert "dhcp-mac=set:group-control-plane,44:8a:5b:dd:d8:ba" in text
+    assert not any("00:23:24:94:34:ae" in line for line in text if line.startswith("dhcp-mac="))
+    assert "dhcp-host=44:8a:5b:dd:d8:ba,cp-448a5bddd8ba,12h" in text
+    # Each line is one group's: the default group's exclude the tag, so no client matches two.
+    assert "dhcp-boot=tag:efi64,tag:!group-control-plane,shimx64.efi" in text
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:group-control-plane,snponly.efi" in text
+    assert "dhcp-boot=tag:ipxe,tag:group-control-plane,nfsroot.ipxe" in text
+    assert "dhcp-boot=tag:ipxe,nfsroot.ipxe" not in text  # the default group's iPXE ROMs still get its loader
+    proxy = config(SPECS["proxy-groups.conf"]).decode().splitlines()
+    assert 'pxe-service=tag:!group-control-plane,x86-64_EFI,"homelab",shimx64.efi' in proxy
+    assert 'pxe-service=tag:!ipxe,tag:group-control-plane,x86-64_EFI,"homelab",snponly.efi' in proxy
+
+
+def test_groups_with_the_default_loaders_add_nothing() -> None:
+    # A group that sets only other things, or the default's loaders again, renders as one group does.
+    one = config(spec_text(append=["firmware: {uefi: shim}", "dhcp: {mode: proxy}"]))
+    same = spec_text(
+        replace=CONTROL_PLANE,
+        append=["firmware: {uefi: shim}", "groups: {control-plane: {firmware: {uefi: shim}}}", "dhcp: {mode: proxy}"],
+    )
+    assert config(same) == one
 
 
 def test_tftp_max_is_the_spec_value() -> None:

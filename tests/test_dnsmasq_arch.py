@@ -25,6 +25,12 @@ WITHOUT_ARM64 = spec_text(append=["firmware: {uefi: shim}", DHCP])
 
 def offered(cluster: Cluster, tmp_path: Path, arches: list[int]) -> dict[int, str]:
     """The boot file the generated dnsmasq offers a client of each architecture."""
+    clients = [(f"52:54:00:aa:00:{n:02x}", arch) for n, arch in enumerate(arches)]
+    return {arch: name for (_, arch), name in zip(clients, offered_to(cluster, tmp_path, clients), strict=True)}
+
+
+def offered_to(cluster: Cluster, tmp_path: Path, clients: list[tuple[str, int]]) -> list[str]:
+    """The boot file the generated dnsmasq offers each client (MAC, architecture), in order."""
     dnsmasq = require_program("dnsmasq")
     need(namespaces_usable(), "network namespaces need root and iproute2")
     (tftp := tmp_path / "tftp").mkdir()
@@ -32,7 +38,7 @@ def offered(cluster: Cluster, tmp_path: Path, arches: list[int]) -> dict[int, st
     (artifact,) = render_dnsmasq(cluster.model_copy(update={"gateway": gateway}))
     write_atomic(tmp_path / "dnsmasq.conf", artifact.data)
     log = tmp_path / "dnsmasq.log"
-    found = {}
+    found = []
     # Two namespaces joined by a veth pair: the client's in its own, because a packet arriving with a source
     # address of the same namespace is dropped as a martian.
     with network_sandbox("netns") as sandbox, network_sandbox("netns") as client:
@@ -56,12 +62,11 @@ def offered(cluster: Cluster, tmp_path: Path, arches: list[int]) -> dict[int, st
         ).start()  # fmt: skip
         try:
             assert wait_until(lambda: log.exists() and "TFTP root is" in log.read_text(), 15), daemon.log_tail()
-            for n, arch in enumerate(arches):
-                mac = f"52:54:00:aa:00:{n:02x}"
+            for mac, arch in clients:
                 argv = client.wrap([sys.executable, str(CLIENT), "nfsv1", mac, str(arch)])
-                found[arch] = subprocess.run(
-                    argv, capture_output=True, text=True, check=True, timeout=60
-                ).stdout.strip()
+                found.append(
+                    subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+                )
         finally:
             daemon.stop(timeout=10)
     return found
@@ -85,3 +90,19 @@ def test_arm64_lines(spec: str) -> None:
     assert "dhcp-boot=tag:arm64,grubaa64.efi" in lines
     (proxy,) = render_dnsmasq(parse(spec_text(append=["firmware: {arm64: grub}", "dhcp: {mode: proxy}"])))
     assert 'pxe-service=ARM64_EFI,"homelab",grubaa64.efi' in proxy.data.decode().splitlines()
+
+
+# Two groups: the default boots UEFI through shim, control-plane through iPXE; the spec knows both MACs.
+CONTROL_PLANE_MAC = "44:8a:5b:dd:d8:ba"
+TWO_GROUPS = spec_text(
+    replace={25: f'    - {{mac: "{CONTROL_PLANE_MAC}", group: control-plane}}'},
+    append=["firmware: {uefi: shim}", "groups: {control-plane: {firmware: {uefi: ipxe}}}", DHCP],
+)
+
+
+def test_a_known_node_gets_its_groups_loader(tmp_path: Path) -> None:
+    # The same architecture, three clients: the control-plane node, a known node of the default group, an
+    # unknown node. Only the first is offered its group's loader.
+    clients = [(CONTROL_PLANE_MAC, 7), ("00:23:24:94:34:ae", 7), ("52:54:00:aa:00:01", 7), (CONTROL_PLANE_MAC, 0)]
+    files = offered_to(parse(TWO_GROUPS), tmp_path, clients)
+    assert files == ["snponly.efi", "shimx64.efi", "shimx64.efi", "pxelinux.0"]

@@ -305,3 +305,19 @@ def test_groups_review_describes_storage_other_than_nfs() -> None:
     assert "/var/lib/etcd <- ext4 image of 1G in the node's directory  (one image per node)" in body
     assert "/var/cache/scratch <- tmpfs of 512M  (per node, lost at reboot)" in body
     assert "/srv/data <- local disk LABEL=data (absent: tmpfs)  (per node)" in body
+
+
+def test_a_groups_firmware_is_checked_at_its_line() -> None:
+    base = spec_text(replace={25: '    - {mac: "44:8a:5b:dd:d8:ba", group: cp}'})
+    # Values outside the loaders' names never reach the dnsmasq configuration: refused at the group's field.
+    for hostile in ('"ipxe,set:evil"', '"ipxe\\ndhcp-boot=x"', "grub2"):
+        text = base + f"groups: {{cp: {{firmware: {{uefi: {hostile}}}}}}}\n"
+        (problem,) = _problems(text)
+        assert problem.startswith("cluster.yaml:27:") and "groups.cp.firmware.uefi" in problem, problem
+    # How iPXE fetches is one setting for the one nfsroot.ipxe and the one HTTP server: not a group's.
+    text = base + "groups:\n  cp:\n    firmware: {uefi: ipxe, transport: tftp}\n"
+    assert _problems(text) == [
+        "cluster.yaml:29:39: groups.cp.firmware.transport: is cluster-wide: one iPXE script and one HTTP server "
+        "serve every group (set firmware.transport instead)"
+    ]
+    assert parse_cluster(base + "groups: {cp: {firmware: {uefi: ipxe, arm64: grub}}}\n", "cluster.yaml")
