@@ -101,10 +101,18 @@ FAMILIES: dict[str, Family] = {
                 "nodes.hostname",
                 "nodes.known",
                 "preset",
+                "firmware",  # the groups review names each group's loaders
                 *GROUPS,
             ),
-            ("render/symlinks.py", "render/profile.py", "render/preset.py", "render/storage.py"),
-            ("symlinks.txt.j2",),
+            (
+                "render/symlinks.py",
+                "render/profile.py",
+                "render/preset.py",
+                "render/storage.py",
+                "render/groups.py",
+                "render/firmware.py",
+            ),
+            ("symlinks.txt.j2", "groups.txt.j2"),
         ),
         Family(
             "initrd",

@@ -321,3 +321,15 @@ def test_a_groups_firmware_is_checked_at_its_line() -> None:
         "serve every group (set firmware.transport instead)"
     ]
     assert parse_cluster(base + "groups: {cp: {firmware: {uefi: ipxe, arm64: grub}}}\n", "cluster.yaml")
+
+
+def test_groups_review_names_each_groups_loaders() -> None:
+    text = spec_text(
+        replace={25: '    - {mac: "44:8a:5b:dd:d8:ba", group: cp}'},
+        append=["firmware: {uefi: shim}", "groups: {cp: {firmware: {uefi: ipxe}}}"],
+    )
+    [review] = [d for d in outputs.symlinks(parse_cluster(text, "cluster.yaml")[0]).reviews if d.name == "groups.txt"]
+    body = review.data.decode()
+    assert "loaders:   BIOS pxelinux.0, UEFI x86-64 shimx64.efi, UEFI arm64 (none)" in body
+    assert "loaders:   BIOS pxelinux.0, UEFI x86-64 snponly.efi, UEFI arm64 (none)" in body
+    assert "sets:      firmware" in body
