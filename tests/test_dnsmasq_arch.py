@@ -29,8 +29,12 @@ def offered(cluster: Cluster, tmp_path: Path, arches: list[int]) -> dict[int, st
     return {arch: name for (_, arch), name in zip(clients, offered_to(cluster, tmp_path, clients), strict=True)}
 
 
-def offered_to(cluster: Cluster, tmp_path: Path, clients: list[tuple[str, int]]) -> list[str]:
-    """The boot file the generated dnsmasq offers each client (MAC, architecture), in order."""
+def offered_to(
+    cluster: Cluster, tmp_path: Path, clients: list[tuple[str, int]], address: str | None = None
+) -> list[str]:
+    """The boot file the generated dnsmasq offers each client (MAC, architecture), in order. With `address`
+    the client has that address (as from the LAN's router) and asks the PXE port after the offer, as a UEFI
+    client does from a proxy-DHCP server."""
     dnsmasq = require_program("dnsmasq")
     need(namespaces_usable(), "network namespaces need root and iproute2")
     (tftp := tmp_path / "tftp").mkdir()
@@ -49,6 +53,7 @@ def offered_to(cluster: Cluster, tmp_path: Path, clients: list[tuple[str, int]])
             (sandbox, ["ip", "addr", "add", "192.168.0.254/24", "dev", "nfsv0"]),
             (sandbox, ["ip", "link", "set", "nfsv0", "up"]),
             (client, ["ip", "link", "set", "nfsv1", "up"]),
+            *([(client, ["ip", "addr", "add", f"{address}/24", "dev", "nfsv1"])] if address else []),
         ):
             subprocess.run(ns.wrap(argv), check=True, timeout=30)
         daemon = Daemon(
@@ -63,7 +68,9 @@ def offered_to(cluster: Cluster, tmp_path: Path, clients: list[tuple[str, int]])
         try:
             assert wait_until(lambda: log.exists() and "TFTP root is" in log.read_text(), 15), daemon.log_tail()
             for mac, arch in clients:
-                argv = client.wrap([sys.executable, str(CLIENT), "nfsv1", mac, str(arch)])
+                argv = client.wrap(
+                    [sys.executable, str(CLIENT), "nfsv1", mac, str(arch), *([address] if address else [])]
+                )
                 found.append(
                     subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
                 )
@@ -94,10 +101,10 @@ def test_arm64_lines(spec: str) -> None:
 
 # Two groups: the default boots UEFI through shim, control-plane through iPXE; the spec knows both MACs.
 CONTROL_PLANE_MAC = "44:8a:5b:dd:d8:ba"
-TWO_GROUPS = spec_text(
-    replace={25: f'    - {{mac: "{CONTROL_PLANE_MAC}", group: control-plane}}'},
-    append=["firmware: {uefi: shim}", "groups: {control-plane: {firmware: {uefi: ipxe}}}", DHCP],
-)
+GROUP_LINES = ["firmware: {uefi: shim}", "groups: {control-plane: {firmware: {uefi: ipxe}}}"]
+CONTROL_PLANE = {25: f'    - {{mac: "{CONTROL_PLANE_MAC}", group: control-plane}}'}
+TWO_GROUPS = spec_text(replace=CONTROL_PLANE, append=[*GROUP_LINES, DHCP])
+TWO_GROUPS_PROXY = spec_text(replace=CONTROL_PLANE, append=[*GROUP_LINES, "dhcp: {mode: proxy, interface: nfsv0}"])
 
 
 def test_a_known_node_gets_its_groups_loader(tmp_path: Path) -> None:
@@ -106,3 +113,11 @@ def test_a_known_node_gets_its_groups_loader(tmp_path: Path) -> None:
     clients = [(CONTROL_PLANE_MAC, 7), ("00:23:24:94:34:ae", 7), ("52:54:00:aa:00:01", 7), (CONTROL_PLANE_MAC, 0)]
     files = offered_to(parse(TWO_GROUPS), tmp_path, clients)
     assert files == ["snponly.efi", "shimx64.efi", "shimx64.efi", "pxelinux.0"]
+
+
+def test_a_known_node_gets_its_groups_loader_from_proxy_dhcp(tmp_path: Path) -> None:
+    # Proxy mode: the offer carries no file for UEFI; the client asks the PXE port (4011), and pxe-service's
+    # tags decide there. (BIOS clients are sent a menu instead, not followed here.)
+    clients = [(CONTROL_PLANE_MAC, 7), ("00:23:24:94:34:ae", 7), ("52:54:00:aa:00:01", 7)]
+    files = offered_to(parse(TWO_GROUPS_PROXY), tmp_path, clients, address="192.168.0.50")
+    assert files == ["snponly.efi", "shimx64.efi", "shimx64.efi"]
