@@ -125,6 +125,7 @@ def test_proxy_mode_leases_nothing() -> None:
     assert not any(line.startswith("dhcp-host=") for line in text)
     assert 'pxe-service=tag:!ipxe,x86PC,"homelab",pxelinux' in text  # the client adds ".0"
     assert 'pxe-service=tag:!ipxe,x86-64_EFI,"homelab",snponly.efi' in text
+    assert 'pxe-service=tag:!ipxe,BC_EFI,"homelab",snponly.efi' in text  # option 93 = 9
 
 
 def test_no_uefi_loader_means_no_uefi_boot_line() -> None:

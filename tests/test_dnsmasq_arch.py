@@ -119,5 +119,6 @@ def test_a_known_node_gets_its_groups_loader_from_proxy_dhcp(tmp_path: Path) -> 
     # Proxy mode: the offer carries no file for UEFI; the client asks the PXE port (4011), and pxe-service's
     # tags decide there. (BIOS clients are sent a menu instead, not followed here.)
     clients = [(CONTROL_PLANE_MAC, 7), ("00:23:24:94:34:ae", 7), ("52:54:00:aa:00:01", 7)]
+    clients += [(CONTROL_PLANE_MAC, 9), ("52:54:00:aa:00:01", 9)]  # 9: the BC_EFI line (it got nothing without)
     files = offered_to(parse(TWO_GROUPS_PROXY), tmp_path, clients, address="192.168.0.50")
-    assert files == ["snponly.efi", "shimx64.efi", "shimx64.efi"]
+    assert files == ["snponly.efi", "shimx64.efi", "shimx64.efi", "snponly.efi", "shimx64.efi"]
