@@ -103,6 +103,30 @@ def test_a_group_with_other_loaders_is_told_apart_by_mac() -> None:
     assert 'pxe-service=tag:!ipxe,tag:group-control-plane,x86-64_EFI,"homelab",snponly.efi' in proxy
 
 
+def test_a_group_without_a_uefi_loader_and_the_cluster_wide_settings_as_a_group() -> None:
+    # Unknown nodes boot `workers` (GRUB); node 0 the cluster-wide settings (`group: default`, shim); cp no UEFI.
+    text = spec_text(
+        replace={
+            22: '  hostname: "worker-node-{mac}"\n  default_group: workers',
+            24: '    - {mac: "00:23:24:94:34:ae", group: default}',
+            25: '    - {mac: "44:8a:5b:dd:d8:ba", group: cp}',
+        },
+        append=[
+            "firmware: {uefi: shim}",
+            "groups: {workers: {firmware: {uefi: grub}}, cp: {firmware: {uefi: none}}}",
+            "dhcp: {mode: proxy}",
+        ],
+    )
+    lines = config(text).decode().splitlines()
+    efi = [line for line in lines if "x86-64_EFI" in line and not line.startswith("#")]
+    assert efi == [
+        'pxe-service=tag:!group-cp,tag:!group-default,x86-64_EFI,"homelab",grubx64.efi',
+        'pxe-service=tag:group-default,x86-64_EFI,"homelab",shimx64.efi',
+    ]
+    assert "dhcp-mac=set:group-default,00:23:24:94:34:ae" in lines
+    assert 'pxe-service=tag:group-cp,x86PC,"homelab",pxelinux' in lines
+
+
 def test_groups_with_the_default_loaders_add_nothing() -> None:
     # A group that sets only other things, or the default's loaders again, renders as one group does.
     one = config(spec_text(append=["firmware: {uefi: shim}", "dhcp: {mode: proxy}"]))
