@@ -234,7 +234,7 @@ def test_every_groups_loaders_are_installed_and_configured() -> None:
     names = [name for name, _, _ in wanted_loaders(cluster)]
     assert names == ["pxelinux.0", "ldlinux.c32", "shimx64.efi", "grubx64.efi", "snponly.efi"]
     (files,) = [render_loader(cluster, [LoaderFile("snponly.efi", "ipxe", "1", b"MZ")])]
-    assert files[0].fields[:3] == ("gateway.tftp_root", "firmware", "groups.control-plane.firmware")
+    assert files[0].fields[:2] == ("gateway.tftp_root", "groups.control-plane.firmware")
     # Only the group boots iPXE, yet its nodes need the script (holding its entry) and the HTTP server.
     tftp = {Path(a.path).name: a.data for a in outputs.pxelinux(cluster, INITRDS, {"control-plane": INITRDS}).artifacts}
     assert "grub.cfg" in tftp and "nfsroot.ipxe" in tftp

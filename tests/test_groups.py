@@ -14,10 +14,11 @@ import pytest
 
 from pipeline import outputs
 from pipeline.errors import SpecError
+from pipeline.render.loader import wanted_loaders
 from pipeline.review import expected_generated, stale_report
 from pipeline.spec.load import load_cluster, parse_cluster
 from pipeline.spec.model import Cluster
-from tests.prereq import require_program
+from tests.prereq import need, require_program
 from tests.spec_helpers import spec_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -333,3 +334,22 @@ def test_groups_review_names_each_groups_loaders() -> None:
     assert "loaders:   BIOS pxelinux.0, UEFI x86-64 shimx64.efi, UEFI arm64 (none)" in body
     assert "loaders:   BIOS pxelinux.0, UEFI x86-64 snponly.efi, UEFI arm64 (none)" in body
     assert "sets:      firmware" in body
+
+
+def test_doit_builds_a_groups_own_loader_and_plan_names_the_group(tmp_path: Path) -> None:
+    """The group's firmware goes through doit's part files (validated again) to the loader files, the iPXE
+    script and the manifest; plan installs snponly.efi because of the group."""
+    text = _example('    hostname: "control-{mac}"\n', '    hostname: "control-{mac}"\n    firmware: {uefi: ipxe}\n')
+    cluster = parse_cluster(text, "c.yaml")[0]
+    need(all(Path(path).is_file() for _, path, _ in wanted_loaders(cluster)), "a loader package is not installed")
+    work = tmp_path / "work"
+    _build(work, text)
+    entries = {e["path"]: e for e in json.loads((work / "build" / "manifest.json").read_text())["entries"]}
+    assert "groups.control-plane.firmware" in entries["/srv/tftp/snponly.efi"]["fields"]
+    assert "/srv/tftp/nfsroot.ipxe" in entries and "/srv/tftp/shimx64.efi" in entries
+    plan = _nfsroot(work, "plan", "--build", str(work / "build"), "--target", str(_target_root(tmp_path / "gw")))
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    lines = plan.stdout.splitlines()
+    reason = {line.split()[2]: lines[i + 1] for i, line in enumerate(lines) if line.split()[:2] == ["+", "create"]}
+    assert "from gateway.tftp_root, groups.control-plane.firmware, package ipxe" in reason["/srv/tftp/snponly.efi"]
+    assert "from gateway.tftp_root, firmware, package shim-signed" in reason["/srv/tftp/shimx64.efi"]

@@ -84,8 +84,13 @@ def read_loader_files(wanted: tuple[tuple[str, str, str], ...] = LOADER_FILES) -
 
 def render_loader(cluster: Cluster, files: list[LoaderFile]) -> list[Artifact]:
     tftp = cluster.gateway.tftp_root.rstrip("/")
-    # Which spec fields chose the loaders beyond pxelinux: `firmware`, and the groups' own when they set it.
-    chosen = ("firmware", *(f"groups.{n}.firmware" for n, g in sorted(cluster.groups.items()) if g.firmware))
+    # Which spec fields chose each loader beyond pxelinux: `firmware`, and each group's own that asks for it.
+    chosen: dict[str, list[str]] = {name: ["firmware"] for name, _, _ in _loaders_of(cluster)}
+    for view in cluster.groups_resolved():
+        group = cluster.groups.get(view.name)
+        if group is not None and group.firmware is not None:
+            for name, _, _ in _loaders_of(view.cluster):
+                chosen.setdefault(name, []).append(f"{view.field}.firmware")
     return [
         Artifact(
             f"{tftp}/{f.name}",
@@ -93,7 +98,7 @@ def render_loader(cluster: Cluster, files: list[LoaderFile]) -> list[Artifact]:
             "loader",
             (
                 "gateway.tftp_root",
-                *(chosen if f.name not in _PXELINUX else ()),
+                *(chosen.get(f.name, ["firmware"]) if f.name not in _PXELINUX else ()),
                 f"package {f.package} {f.version}",
             ),
             f.data,
