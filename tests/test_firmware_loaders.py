@@ -239,7 +239,8 @@ def test_every_groups_loaders_are_installed_and_configured() -> None:
     tftp = {Path(a.path).name: a.data for a in outputs.pxelinux(cluster, INITRDS, {"control-plane": INITRDS}).artifacts}
     assert "grub.cfg" in tftp and "nfsroot.ipxe" in tftp
     assert b"44:8a:5b:dd:d8:ba" in tftp["nfsroot.ipxe"] and b"http://192.168.0.254/" in tftp["nfsroot.ipxe"]
-    assert render_httpserver(cluster) != []
+    (nginx,) = render_httpserver(cluster)
+    assert nginx.fields == ("name", "gateway", "firmware", "groups.control-plane.firmware")
     assert render_httpserver(parse(spec_text(append=["firmware: {uefi: shim}"]))) == []
     # The group's overlay is the one the EFI stub can join (compressed); the default group's stays as it was.
     views = cluster.groups_resolved()
