@@ -246,3 +246,15 @@ def test_every_groups_loaders_are_installed_and_configured() -> None:
     views = cluster.groups_resolved()
     assert outputs.overlay_image(views[1].cluster)[1] != outputs.overlay_image(views[0].cluster)[1]
     assert outputs.overlay_image(views[1].cluster) == outputs.overlay_image(parse(IPXE_EFI))
+
+
+def test_a_groups_loader_needs_its_package_like_the_cluster_wide_one() -> None:
+    text = spec_text(
+        replace={25: '    - {mac: "44:8a:5b:dd:d8:ba", group: arm}'},
+        append=["groups: {arm: {firmware: {arm64: grub}}}"],
+    )
+    cluster = parse(text)
+    assert GRUB_ARM64 in wanted_loaders(cluster) and GRUB_ARM64 not in wanted_loaders(parse(spec_text()))
+    if not Path(GRUB_ARM64[1]).is_file():  # not installed here: the build stops, saying how to install it
+        with pytest.raises(LoaderMissingError, match="apt-get install grub-efi-arm64-signed:arm64"):
+            outputs.loader(cluster)
