@@ -101,10 +101,18 @@ FAMILIES: dict[str, Family] = {
                 "nodes.hostname",
                 "nodes.known",
                 "preset",
+                "firmware",  # the groups review names each group's loaders
                 *GROUPS,
             ),
-            ("render/symlinks.py", "render/profile.py", "render/preset.py", "render/storage.py"),
-            ("symlinks.txt.j2",),
+            (
+                "render/symlinks.py",
+                "render/profile.py",
+                "render/preset.py",
+                "render/storage.py",
+                "render/groups.py",
+                "render/firmware.py",
+            ),
+            ("symlinks.txt.j2", "groups.txt.j2"),
         ),
         Family(
             "initrd",
@@ -135,9 +143,9 @@ FAMILIES: dict[str, Family] = {
         Family(
             "loader",
             "pxelinux.0 and ldlinux.c32, and shim, GRUB or iPXE as firmware asks, from Debian's packages",
-            ("name", "gateway", "firmware"),
+            ("name", "gateway", "firmware", *GROUPS),
             # The installed files are inputs too (absolute paths): a package upgrade restages them.
-            ("render/loader.py", *LOADER_PATHS),
+            ("render/loader.py", "render/firmware.py", *LOADER_PATHS),
             (),
         ),
         Family(
@@ -150,7 +158,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "httpserver",
             "nginx server block serving the TFTP root read-only over HTTP, when iPXE fetches over HTTP",
-            ("name", "gateway", "firmware"),
+            ("name", "gateway", "firmware", *GROUPS),
             ("render/httpserver.py", "render/firmware.py"),
             ("nginx-nfsroot.conf.j2",),
         ),

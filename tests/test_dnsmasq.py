@@ -18,6 +18,9 @@ from tests.spec_helpers import parse, problems, spec_text
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "dnsmasq"
 NODE_WITH_ADDRESS = '    - {mac: "00:23:24:94:34:ae", address: 192.168.0.11, hostname: alpha}'
+# Two groups with different UEFI loaders: the second known node is in control-plane, which boots iPXE.
+CONTROL_PLANE = {25: '    - {mac: "44:8a:5b:dd:d8:ba", group: control-plane}'}
+TWO_GROUPS = ["firmware: {uefi: shim}", 'groups: {control-plane: {hostname: "cp-{mac}", firmware: {uefi: ipxe}}}']
 
 SPECS = {
     "full.conf": spec_text(
@@ -28,6 +31,10 @@ SPECS = {
     "full-pxelinux-grub.conf": spec_text(
         append=["firmware: {uefi: grub}", "dhcp: {range_start: 192.168.0.10, range_end: 192.168.0.20, lease_time: 1h}"]
     ),
+    "full-groups.conf": spec_text(
+        replace=CONTROL_PLANE, append=[*TWO_GROUPS, "dhcp: {range_start: 192.168.0.100, range_end: 192.168.0.199}"]
+    ),
+    "proxy-groups.conf": spec_text(replace=CONTROL_PLANE, append=[*TWO_GROUPS, "dhcp: {mode: proxy}"]),
 }
 
 
@@ -81,6 +88,55 @@ def test_full_mode_lines() -> None:
     assert "tftp-max=256" in text  # dnsmasq's own default (50) holds back a storm of more nodes
 
 
+def test_a_group_with_other_loaders_is_told_apart_by_mac() -> None:
+    text = config(SPECS["full-groups.conf"]).decode().splitlines()
+    assert "dhcp-mac=set:group-control-plane,44:8a:5b:dd:d8:ba" in text
+    assert not any("00:23:24:94:34:ae" in line for line in text if line.startswith("dhcp-mac="))
+    assert "dhcp-host=44:8a:5b:dd:d8:ba,cp-448a5bddd8ba,12h" in text
+    # Each line is one group's: the default group's exclude the tag, so no client matches two.
+    assert "dhcp-boot=tag:efi64,tag:!group-control-plane,shimx64.efi" in text
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:group-control-plane,snponly.efi" in text
+    assert "dhcp-boot=tag:ipxe,tag:group-control-plane,nfsroot.ipxe" in text
+    assert "dhcp-boot=tag:ipxe,nfsroot.ipxe" not in text  # the default group's iPXE ROMs still get its loader
+    proxy = config(SPECS["proxy-groups.conf"]).decode().splitlines()
+    assert 'pxe-service=tag:!group-control-plane,x86-64_EFI,"homelab",shimx64.efi' in proxy
+    assert 'pxe-service=tag:!ipxe,tag:group-control-plane,x86-64_EFI,"homelab",snponly.efi' in proxy
+
+
+def test_a_group_without_a_uefi_loader_and_the_cluster_wide_settings_as_a_group() -> None:
+    # Unknown nodes boot `workers` (GRUB); node 0 the cluster-wide settings (`group: default`, shim); cp no UEFI.
+    text = spec_text(
+        replace={
+            22: '  hostname: "worker-node-{mac}"\n  default_group: workers',
+            24: '    - {mac: "00:23:24:94:34:ae", group: default}',
+            25: '    - {mac: "44:8a:5b:dd:d8:ba", group: cp}',
+        },
+        append=[
+            "firmware: {uefi: shim}",
+            "groups: {workers: {firmware: {uefi: grub}}, cp: {firmware: {uefi: none}}}",
+            "dhcp: {mode: proxy}",
+        ],
+    )
+    lines = config(text).decode().splitlines()
+    efi = [line for line in lines if "x86-64_EFI" in line and not line.startswith("#")]
+    assert efi == [
+        'pxe-service=tag:!group-cp,tag:!group-default,x86-64_EFI,"homelab",grubx64.efi',
+        'pxe-service=tag:group-default,x86-64_EFI,"homelab",shimx64.efi',
+    ]
+    assert "dhcp-mac=set:group-default,00:23:24:94:34:ae" in lines
+    assert 'pxe-service=tag:group-cp,x86PC,"homelab",pxelinux' in lines
+
+
+def test_groups_with_the_default_loaders_add_nothing() -> None:
+    # A group that sets only other things, or the default's loaders again, renders as one group does.
+    one = config(spec_text(append=["firmware: {uefi: shim}", "dhcp: {mode: proxy}"]))
+    same = spec_text(
+        replace=CONTROL_PLANE,
+        append=["firmware: {uefi: shim}", "groups: {control-plane: {firmware: {uefi: shim}}}", "dhcp: {mode: proxy}"],
+    )
+    assert config(same) == one
+
+
 def test_tftp_max_is_the_spec_value() -> None:
     spec = spec_text(append=["dhcp: {mode: proxy, tftp_max: 1000}"])
     assert "tftp-max=1000" in config(spec).decode().splitlines()
@@ -93,6 +149,7 @@ def test_proxy_mode_leases_nothing() -> None:
     assert not any(line.startswith("dhcp-host=") for line in text)
     assert 'pxe-service=tag:!ipxe,x86PC,"homelab",pxelinux' in text  # the client adds ".0"
     assert 'pxe-service=tag:!ipxe,x86-64_EFI,"homelab",snponly.efi' in text
+    assert 'pxe-service=tag:!ipxe,BC_EFI,"homelab",snponly.efi' in text  # option 93 = 9
 
 
 def test_no_uefi_loader_means_no_uefi_boot_line() -> None:

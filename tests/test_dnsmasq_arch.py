@@ -25,6 +25,16 @@ WITHOUT_ARM64 = spec_text(append=["firmware: {uefi: shim}", DHCP])
 
 def offered(cluster: Cluster, tmp_path: Path, arches: list[int]) -> dict[int, str]:
     """The boot file the generated dnsmasq offers a client of each architecture."""
+    clients = [(f"52:54:00:aa:00:{n:02x}", arch) for n, arch in enumerate(arches)]
+    return {arch: name for (_, arch), name in zip(clients, offered_to(cluster, tmp_path, clients), strict=True)}
+
+
+def offered_to(
+    cluster: Cluster, tmp_path: Path, clients: list[tuple[str, int]], address: str | None = None
+) -> list[str]:
+    """The boot file the generated dnsmasq offers each client (MAC, architecture), in order. With `address`
+    the client has that address (as from the LAN's router) and asks the PXE port after the offer, as a UEFI
+    client does from a proxy-DHCP server."""
     dnsmasq = require_program("dnsmasq")
     need(namespaces_usable(), "network namespaces need root and iproute2")
     (tftp := tmp_path / "tftp").mkdir()
@@ -32,7 +42,7 @@ def offered(cluster: Cluster, tmp_path: Path, arches: list[int]) -> dict[int, st
     (artifact,) = render_dnsmasq(cluster.model_copy(update={"gateway": gateway}))
     write_atomic(tmp_path / "dnsmasq.conf", artifact.data)
     log = tmp_path / "dnsmasq.log"
-    found = {}
+    found = []
     # Two namespaces joined by a veth pair: the client's in its own, because a packet arriving with a source
     # address of the same namespace is dropped as a martian.
     with network_sandbox("netns") as sandbox, network_sandbox("netns") as client:
@@ -43,6 +53,7 @@ def offered(cluster: Cluster, tmp_path: Path, arches: list[int]) -> dict[int, st
             (sandbox, ["ip", "addr", "add", "192.168.0.254/24", "dev", "nfsv0"]),
             (sandbox, ["ip", "link", "set", "nfsv0", "up"]),
             (client, ["ip", "link", "set", "nfsv1", "up"]),
+            *([(client, ["ip", "addr", "add", f"{address}/24", "dev", "nfsv1"])] if address else []),
         ):
             subprocess.run(ns.wrap(argv), check=True, timeout=30)
         daemon = Daemon(
@@ -56,12 +67,13 @@ def offered(cluster: Cluster, tmp_path: Path, arches: list[int]) -> dict[int, st
         ).start()  # fmt: skip
         try:
             assert wait_until(lambda: log.exists() and "TFTP root is" in log.read_text(), 15), daemon.log_tail()
-            for n, arch in enumerate(arches):
-                mac = f"52:54:00:aa:00:{n:02x}"
-                argv = client.wrap([sys.executable, str(CLIENT), "nfsv1", mac, str(arch)])
-                found[arch] = subprocess.run(
-                    argv, capture_output=True, text=True, check=True, timeout=60
-                ).stdout.strip()
+            for mac, arch in clients:
+                argv = client.wrap(
+                    [sys.executable, str(CLIENT), "nfsv1", mac, str(arch), *([address] if address else [])]
+                )
+                found.append(
+                    subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+                )
         finally:
             daemon.stop(timeout=10)
     return found
@@ -85,3 +97,28 @@ def test_arm64_lines(spec: str) -> None:
     assert "dhcp-boot=tag:arm64,grubaa64.efi" in lines
     (proxy,) = render_dnsmasq(parse(spec_text(append=["firmware: {arm64: grub}", "dhcp: {mode: proxy}"])))
     assert 'pxe-service=ARM64_EFI,"homelab",grubaa64.efi' in proxy.data.decode().splitlines()
+
+
+# Two groups: the default boots UEFI through shim, control-plane through iPXE; the spec knows both MACs.
+CONTROL_PLANE_MAC = "44:8a:5b:dd:d8:ba"
+GROUP_LINES = ["firmware: {uefi: shim}", "groups: {control-plane: {firmware: {uefi: ipxe}}}"]
+CONTROL_PLANE = {25: f'    - {{mac: "{CONTROL_PLANE_MAC}", group: control-plane}}'}
+TWO_GROUPS = spec_text(replace=CONTROL_PLANE, append=[*GROUP_LINES, DHCP])
+TWO_GROUPS_PROXY = spec_text(replace=CONTROL_PLANE, append=[*GROUP_LINES, "dhcp: {mode: proxy, interface: nfsv0}"])
+
+
+def test_a_known_node_gets_its_groups_loader(tmp_path: Path) -> None:
+    # The same architecture, three clients: the control-plane node, a known node of the default group, an
+    # unknown node. Only the first is offered its group's loader.
+    clients = [(CONTROL_PLANE_MAC, 7), ("00:23:24:94:34:ae", 7), ("52:54:00:aa:00:01", 7), (CONTROL_PLANE_MAC, 0)]
+    files = offered_to(parse(TWO_GROUPS), tmp_path, clients)
+    assert files == ["snponly.efi", "shimx64.efi", "shimx64.efi", "pxelinux.0"]
+
+
+def test_a_known_node_gets_its_groups_loader_from_proxy_dhcp(tmp_path: Path) -> None:
+    # Proxy mode: the offer carries no file for UEFI; the client asks the PXE port (4011), and pxe-service's
+    # tags decide there. (BIOS clients are sent a menu instead, not followed here.)
+    clients = [(CONTROL_PLANE_MAC, 7), ("00:23:24:94:34:ae", 7), ("52:54:00:aa:00:01", 7)]
+    clients += [(CONTROL_PLANE_MAC, 9), ("52:54:00:aa:00:01", 9)]  # 9: the BC_EFI line (it got nothing without)
+    files = offered_to(parse(TWO_GROUPS_PROXY), tmp_path, clients, address="192.168.0.50")
+    assert files == ["snponly.efi", "shimx64.efi", "shimx64.efi", "snponly.efi", "shimx64.efi"]

@@ -218,3 +218,43 @@ def test_a_missing_arm64_package_says_how_to_install_it_through_multiarch(tmp_pa
     assert "dpkg --add-architecture arm64 && apt-get update && apt-get install grub-efi-arm64-signed:arm64" in str(
         caught.value
     )
+
+
+# The default group boots UEFI through shim; control-plane (the second known node) through iPXE.
+GROUP_IPXE = spec_text(
+    replace={25: '    - {mac: "44:8a:5b:dd:d8:ba", group: control-plane}'},
+    append=["firmware: {uefi: shim}", "groups: {control-plane: {firmware: {uefi: ipxe}}}"],
+)
+
+
+def test_every_groups_loaders_are_installed_and_configured() -> None:
+    from pipeline.render.httpserver import render_httpserver
+
+    cluster = parse(GROUP_IPXE)
+    names = [name for name, _, _ in wanted_loaders(cluster)]
+    assert names == ["pxelinux.0", "ldlinux.c32", "shimx64.efi", "grubx64.efi", "snponly.efi"]
+    (files,) = [render_loader(cluster, [LoaderFile("snponly.efi", "ipxe", "1", b"MZ")])]
+    assert files[0].fields[:2] == ("gateway.tftp_root", "groups.control-plane.firmware")
+    # Only the group boots iPXE, yet its nodes need the script (holding its entry) and the HTTP server.
+    tftp = {Path(a.path).name: a.data for a in outputs.pxelinux(cluster, INITRDS, {"control-plane": INITRDS}).artifacts}
+    assert "grub.cfg" in tftp and "nfsroot.ipxe" in tftp
+    assert b"44:8a:5b:dd:d8:ba" in tftp["nfsroot.ipxe"] and b"http://192.168.0.254/" in tftp["nfsroot.ipxe"]
+    (nginx,) = render_httpserver(cluster)
+    assert nginx.fields == ("name", "gateway", "firmware", "groups.control-plane.firmware")
+    assert render_httpserver(parse(spec_text(append=["firmware: {uefi: shim}"]))) == []
+    # The group's overlay is the one the EFI stub can join (compressed); the default group's stays as it was.
+    views = cluster.groups_resolved()
+    assert outputs.overlay_image(views[1].cluster)[1] != outputs.overlay_image(views[0].cluster)[1]
+    assert outputs.overlay_image(views[1].cluster) == outputs.overlay_image(parse(IPXE_EFI))
+
+
+def test_a_groups_loader_needs_its_package_like_the_cluster_wide_one() -> None:
+    text = spec_text(
+        replace={25: '    - {mac: "44:8a:5b:dd:d8:ba", group: arm}'},
+        append=["groups: {arm: {firmware: {arm64: grub}}}"],
+    )
+    cluster = parse(text)
+    assert GRUB_ARM64 in wanted_loaders(cluster) and GRUB_ARM64 not in wanted_loaders(parse(spec_text()))
+    if not Path(GRUB_ARM64[1]).is_file():  # not installed here: the build stops, saying how to install it
+        with pytest.raises(LoaderMissingError, match="apt-get install grub-efi-arm64-signed:arm64"):
+            outputs.loader(cluster)

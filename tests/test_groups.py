@@ -14,10 +14,11 @@ import pytest
 
 from pipeline import outputs
 from pipeline.errors import SpecError
+from pipeline.render.loader import wanted_loaders
 from pipeline.review import expected_generated, stale_report
 from pipeline.spec.load import load_cluster, parse_cluster
 from pipeline.spec.model import Cluster
-from tests.prereq import require_program
+from tests.prereq import need, require_program
 from tests.spec_helpers import spec_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,3 +306,50 @@ def test_groups_review_describes_storage_other_than_nfs() -> None:
     assert "/var/lib/etcd <- ext4 image of 1G in the node's directory  (one image per node)" in body
     assert "/var/cache/scratch <- tmpfs of 512M  (per node, lost at reboot)" in body
     assert "/srv/data <- local disk LABEL=data (absent: tmpfs)  (per node)" in body
+
+
+def test_a_groups_firmware_is_checked_at_its_line() -> None:
+    base = spec_text(replace={25: '    - {mac: "44:8a:5b:dd:d8:ba", group: cp}'})
+    # Values outside the loaders' names never reach the dnsmasq configuration: refused at the group's field.
+    for hostile in ('"ipxe,set:evil"', '"ipxe\\ndhcp-boot=x"', "grub2"):
+        text = base + f"groups: {{cp: {{firmware: {{uefi: {hostile}}}}}}}\n"
+        (problem,) = _problems(text)
+        assert problem.startswith("cluster.yaml:27:") and "groups.cp.firmware.uefi" in problem, problem
+    # How iPXE fetches is one setting for the one nfsroot.ipxe and the one HTTP server: not a group's.
+    text = base + "groups:\n  cp:\n    firmware: {uefi: ipxe, transport: tftp}\n"
+    assert _problems(text) == [
+        "cluster.yaml:29:39: groups.cp.firmware.transport: is cluster-wide: one iPXE script and one HTTP server "
+        "serve every group (set firmware.transport instead)"
+    ]
+    assert parse_cluster(base + "groups: {cp: {firmware: {uefi: ipxe, arm64: grub}}}\n", "cluster.yaml")
+
+
+def test_groups_review_names_each_groups_loaders() -> None:
+    text = spec_text(
+        replace={25: '    - {mac: "44:8a:5b:dd:d8:ba", group: cp}'},
+        append=["firmware: {uefi: shim}", "groups: {cp: {firmware: {uefi: ipxe}}}"],
+    )
+    [review] = [d for d in outputs.symlinks(parse_cluster(text, "cluster.yaml")[0]).reviews if d.name == "groups.txt"]
+    body = review.data.decode()
+    assert "loaders:   BIOS pxelinux.0, UEFI x86-64 shimx64.efi, UEFI arm64 (none)" in body
+    assert "loaders:   BIOS pxelinux.0, UEFI x86-64 snponly.efi, UEFI arm64 (none)" in body
+    assert "sets:      firmware" in body
+
+
+def test_doit_builds_a_groups_own_loader_and_plan_names_the_group(tmp_path: Path) -> None:
+    """The group's firmware goes through doit's part files (validated again) to the loader files, the iPXE
+    script and the manifest; plan installs snponly.efi because of the group."""
+    text = _example('    hostname: "control-{mac}"\n', '    hostname: "control-{mac}"\n    firmware: {uefi: ipxe}\n')
+    cluster = parse_cluster(text, "c.yaml")[0]
+    need(all(Path(path).is_file() for _, path, _ in wanted_loaders(cluster)), "a loader package is not installed")
+    work = tmp_path / "work"
+    _build(work, text)
+    entries = {e["path"]: e for e in json.loads((work / "build" / "manifest.json").read_text())["entries"]}
+    assert "groups.control-plane.firmware" in entries["/srv/tftp/snponly.efi"]["fields"]
+    assert "/srv/tftp/nfsroot.ipxe" in entries and "/srv/tftp/shimx64.efi" in entries
+    plan = _nfsroot(work, "plan", "--build", str(work / "build"), "--target", str(_target_root(tmp_path / "gw")))
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    lines = plan.stdout.splitlines()
+    reason = {line.split()[2]: lines[i + 1] for i, line in enumerate(lines) if line.split()[:2] == ["+", "create"]}
+    assert "from gateway.tftp_root, groups.control-plane.firmware, package ipxe" in reason["/srv/tftp/snponly.efi"]
+    assert "from gateway.tftp_root, firmware, package shim-signed" in reason["/srv/tftp/shimx64.efi"]

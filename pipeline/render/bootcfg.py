@@ -71,13 +71,17 @@ def render_bootcfg(cluster: Cluster, initrds: Sequence[str], entries: Sequence[E
     }
     fields = (*FIELDS, "nodes.known") if context["nodes"] else FIELDS
     fields = (*fields, *(f"groups.{e.id}" for e in entries))
+    # Written when any group's nodes boot that loader (a group may choose other loaders than the default's);
+    # each holds every group's entry, as a node's MAC decides the entry, and its group the loader.
+    specs = (cluster, *(e.cluster for e in entries))
+    ipxe = any(uses_ipxe(c) for c in specs)
     artifacts = []
-    if uses_grub(cluster):
+    if any(uses_grub(c) for c in specs):
         artifacts += [
             Artifact(f"{tftp}/grub", "dir", "pxelinux", ("firmware",), mode=0o755),
             Artifact(f"{tftp}/{GRUB_CFG}", "file", "pxelinux", fields, render("grub.cfg.j2", **context)),
         ]
-    if uses_ipxe(cluster):
-        data = render("nfsroot.ipxe.j2", initrd_args=_initrd_args(initrds), base=http_base(cluster), **context)
+    if ipxe:
+        data = render("nfsroot.ipxe.j2", initrd_args=_initrd_args(initrds), base=http_base(cluster, ipxe), **context)
         artifacts.append(Artifact(f"{tftp}/{IPXE_SCRIPT}", "file", "pxelinux", fields, data))
     return artifacts

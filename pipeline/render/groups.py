@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.render.artifact import ReviewDoc
+from pipeline.render.firmware import arm64_file, bios_file, uefi_file
 from pipeline.render.templating import render
 from pipeline.spec.groups import GroupView, overridden
 from pipeline.spec.model import DEFAULT_GROUP, Cluster, Writable
@@ -28,11 +29,18 @@ def _group(cluster: Cluster, view: GroupView) -> dict[str, object]:
         "root": f"{c.root.share} ({c.root_share.path}), options {','.join(c.root.options)}, profile {c.root.profile}",
         "cmdline": list(c.boot.cmdline),
         "preset": c.preset,
+        "loaders": _loaders(c),
         "mounts": [_mount(c, w) for w in c.writable],
         "symlinks": sorted(c.symlinks.items()),
         "hostname": c.nodes.hostname,
         "nodes": [(n.mac, c.hostname_for(n)) for n in c.nodes.known],
     }
+
+
+def _loaders(c: Cluster) -> str:
+    """What DHCP hands the group's nodes, by firmware (its known nodes by MAC when it differs from the default's)."""
+    uefi, arm64 = uefi_file(c), arm64_file(c)
+    return f"BIOS {bios_file(c)}, UEFI x86-64 {uefi or '(none)'}, UEFI arm64 {arm64 or '(none)'}"
 
 
 def _mount(c: Cluster, w: Writable) -> tuple[str, str, str]:

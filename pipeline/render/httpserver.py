@@ -10,7 +10,7 @@ only, so a web server already on the gateway's other addresses is not disturbed.
 from __future__ import annotations
 
 from pipeline.render.artifact import Artifact
-from pipeline.render.firmware import uses_http
+from pipeline.render.firmware import uses_http, uses_ipxe
 from pipeline.render.templating import render
 from pipeline.spec.model import Cluster
 
@@ -29,4 +29,10 @@ def render_httpserver(cluster: Cluster) -> list[Artifact]:
         port=http.port,
         root=cluster.gateway.tftp_root.rstrip("/") or "/",
     )
-    return [Artifact(http.config_file, "file", "httpserver", FIELDS, data)]
+    # The groups whose own firmware asks for iPXE are a reason too (the cluster-wide settings may not).
+    groups = tuple(
+        f"{v.field}.firmware"
+        for v in cluster.groups_resolved()
+        if v.field and (g := cluster.groups.get(v.name)) is not None and g.firmware is not None and uses_ipxe(v.cluster)
+    )
+    return [Artifact(http.config_file, "file", "httpserver", (*FIELDS, *groups), data)]

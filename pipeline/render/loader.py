@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.render.artifact import Artifact
+from pipeline.render.firmware import group_specs
 from pipeline.run import run
 from pipeline.spec.model import Cluster
 
@@ -31,12 +32,20 @@ GRUB_ARM64 = ("grubaa64.efi", "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.si
 ALL_LOADER_FILES = (*LOADER_FILES, SHIM, GRUB, SNPONLY, UNDIONLY, GRUB_ARM64)
 
 
-def wanted_loaders(cluster: Cluster) -> tuple[tuple[str, str, str], ...]:
-    """The loader files this cluster's firmware choices need, pxelinux's always (as before `firmware`)."""
+def _loaders_of(cluster: Cluster) -> tuple[tuple[str, str, str], ...]:
     extra = {"shim": (SHIM, GRUB), "grub": (GRUB,), "ipxe": (SNPONLY,), "none": ()}[cluster.firmware.uefi]
     bios = (UNDIONLY,) if cluster.firmware.bios == "ipxe" else ()
     arm64 = (GRUB_ARM64,) if cluster.firmware.arm64 == "grub" else ()
-    return (*LOADER_FILES, *extra, *bios, *arm64)
+    return (*extra, *bios, *arm64)
+
+
+def wanted_loaders(cluster: Cluster) -> tuple[tuple[str, str, str], ...]:
+    """The loader files the firmware choices of every group need, pxelinux's always (as before `firmware`):
+    one TFTP root serves every group's nodes."""
+    wanted = dict.fromkeys(LOADER_FILES)
+    for spec in group_specs(cluster):
+        wanted.update(dict.fromkeys(_loaders_of(spec)))
+    return tuple(wanted)
 
 
 _PXELINUX = {name for name, _, _ in LOADER_FILES}
@@ -75,6 +84,13 @@ def read_loader_files(wanted: tuple[tuple[str, str, str], ...] = LOADER_FILES) -
 
 def render_loader(cluster: Cluster, files: list[LoaderFile]) -> list[Artifact]:
     tftp = cluster.gateway.tftp_root.rstrip("/")
+    # Which spec fields chose each loader beyond pxelinux: `firmware`, and each group's own that asks for it.
+    chosen: dict[str, list[str]] = {name: ["firmware"] for name, _, _ in _loaders_of(cluster)}
+    for view in cluster.groups_resolved():
+        group = cluster.groups.get(view.name)
+        if group is not None and group.firmware is not None:
+            for name, _, _ in _loaders_of(view.cluster):
+                chosen.setdefault(name, []).append(f"{view.field}.firmware")
     return [
         Artifact(
             f"{tftp}/{f.name}",
@@ -82,7 +98,7 @@ def render_loader(cluster: Cluster, files: list[LoaderFile]) -> list[Artifact]:
             "loader",
             (
                 "gateway.tftp_root",
-                *(("firmware",) if f.name not in _PXELINUX else ()),
+                *(chosen.get(f.name, ["firmware"]) if f.name not in _PXELINUX else ()),
                 f"package {f.package} {f.version}",
             ),
             f.data,

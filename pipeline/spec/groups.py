@@ -155,6 +155,11 @@ def per_group(cluster: Cluster, rules: Callable[[Cluster], list[Finding]]) -> li
     return list(dict.fromkeys(found))
 
 
+# Fields of `firmware` a group may not set: every group's iPXE nodes read the one nfsroot.ipxe, served by the one
+# nginx server block, so how they fetch is the cluster's.
+CLUSTER_WIDE_FIRMWARE = frozenset({"transport", "http"})
+
+
 def _names(cluster: Cluster) -> list[Finding]:
     known = ", ".join(sorted(cluster.groups)) or "none defined"
     found: list[Finding] = []
@@ -166,6 +171,17 @@ def _names(cluster: Cluster) -> list[Finding]:
                 "choose another name; set nodes.default_group to make it the group of unknown nodes",
             )
         )
+    for name, group in cluster.groups.items():
+        if group.firmware is None:
+            continue
+        for field in sorted(CLUSTER_WIDE_FIRMWARE & group.firmware.model_fields_set):
+            found.append(
+                (
+                    ("groups", name, "firmware", field),
+                    "is cluster-wide: one iPXE script and one HTTP server serve every group",
+                    f"set firmware.{field} instead",
+                )
+            )
     default = cluster.nodes.default_group
     if default is not None and default not in cluster.groups:
         found.append((("nodes", "default_group"), f"no group named {default!r}", f"groups: {known}"))

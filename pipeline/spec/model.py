@@ -206,9 +206,11 @@ if TYPE_CHECKING:
 if TYPE_CHECKING:  # to the type checker an override is the section it overrides (the same field names)
     RootOverride = RootMount
     BootOverride = Boot
+    FirmwareOverride = Firmware
 else:
     RootOverride = _override(RootMount)
     BootOverride = _override(Boot)
+    FirmwareOverride = _override(Firmware)
 
 
 # What a node group's nodes run besides the OS: kubernetes adds container and kubelet state (docs/storage.md).
@@ -227,6 +229,11 @@ class Group(_Sparse):
     writable: tuple[Writable, ...] | None = Field(None, description="The group's writable mounts (all of them).")
     symlinks: dict[AbsPath, AbsPath] | None = Field(None, description="The group's symlinks (all of them).")
     preset: Preset | None = Field(None, description="The group's preset (kubernetes or none).")
+    firmware: FirmwareOverride | None = Field(
+        None,
+        description="Fields of `firmware` that differ for this group: its known nodes get these loaders from DHCP "
+        "(by MAC); transport and http stay cluster-wide.",
+    )
 
 
 class Nodes(_Part):
