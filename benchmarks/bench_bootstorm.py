@@ -69,7 +69,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--transports", nargs="+", choices=("tftp", "http"), default=["tftp", "http"])
     parser.add_argument(
-        "--tftp-max", type=int, help="override the generated dnsmasq's tftp-max (dhcp.tftp_max), e.g. 50: its own default"
+        "--tftp-max",
+        type=int,
+        help="override the generated dnsmasq's tftp-max (dhcp.tftp_max), e.g. 50: its own default",
     )
     args = parser.parse_args()
     cluster = parse_cluster(spec_text(append=["dhcp: {mode: proxy}"]), "bench.yaml")[0]
