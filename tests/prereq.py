@@ -43,6 +43,7 @@ PACKAGES: dict[str, str] = {
     "mkfs.ext4": "e2fsprogs",
     "losetup": "mount",
     "findmnt": "util-linux",
+    "unshare": "util-linux",
 }
 
 
