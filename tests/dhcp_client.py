@@ -29,32 +29,34 @@ def discover(mac: str, arch: int, xid: int, ciaddr: bytes = bytes(4), kind: int 
     return header + hw.ljust(16, b"\0") + bytes(64) + bytes(128) + b"\x63\x82\x53\x63" + options
 
 
-def boot_file(reply: bytes) -> str:
-    """The boot file name: option 67 if present, else the fixed `file` field."""
+def _option(reply: bytes, wanted: int) -> bytes | None:
+    """The value of option `wanted` in a DHCP reply, or None (pad options skipped, stops at the end option)."""
     i = 240
     while i < len(reply) and reply[i] != 255:
         if reply[i] == 0:
             i += 1
             continue
         code, length = reply[i], reply[i + 1]
-        if code == 67:
-            return reply[i + 2 : i + 2 + length].rstrip(b"\0").decode()
+        if code == wanted:
+            return reply[i + 2 : i + 2 + length]
         i += 2 + length
+    return None
+
+
+def boot_file(reply: bytes) -> str:
+    """The boot file name: option 67 if present, else the fixed `file` field."""
+    name = _option(reply, 67)
+    if name is not None:
+        return name.rstrip(b"\0").decode()
     return reply[108:236].split(b"\0", 1)[0].decode()
 
 
 def server_id(reply: bytes) -> str:
     """Option 54, the server that answered."""
-    i = 240
-    while i < len(reply) and reply[i] != 255:
-        if reply[i] == 0:
-            i += 1
-            continue
-        code, length = reply[i], reply[i + 1]
-        if code == 54:
-            return socket.inet_ntoa(reply[i + 2 : i + 6])
-        i += 2 + length
-    raise SystemExit("the offer names no server")
+    server = _option(reply, 54)
+    if server is None:
+        raise SystemExit("the offer names no server")
+    return socket.inet_ntoa(server[:4])
 
 
 def receive(sock: socket.socket, xid: int) -> bytes:
