@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.state.audit_units import VOLATILE
+from pipeline.state.audit_units import VOLATILE, dirs_inside
 
 TMPFILES_DIRS = ("etc/tmpfiles.d", "run/tmpfiles.d", "usr/local/lib/tmpfiles.d", "usr/lib/tmpfiles.d", "lib/tmpfiles.d")
 CREATES = frozenset("dDvqQpcbCfL")  # create what is missing
@@ -47,14 +47,8 @@ class TmpfilesNeed:
 def _conf_files(root: Path) -> Iterator[tuple[str, Path]]:
     """(path as the node sees it, path on the gateway) of every tmpfiles.d file in effect, by name."""
     chosen: dict[str, tuple[str, Path] | None] = {}
-    top = os.path.realpath(root)
-    seen: set[str] = set()
-    for d in TMPFILES_DIRS:
-        real = os.path.realpath(root / d)
-        if real in seen or not (real + "/").startswith(top.rstrip("/") + "/") or not os.path.isdir(real):
-            continue
-        seen.add(real)
-        for entry in sorted(Path(real).glob("*.conf")):
+    for d, real in dirs_inside(root, TMPFILES_DIRS):
+        for entry in sorted(real.glob("*.conf")):
             if entry.name in chosen:
                 continue
             if entry.is_symlink() and os.readlink(entry) == "/dev/null":

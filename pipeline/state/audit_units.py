@@ -65,16 +65,22 @@ def _clean(word: str) -> str | None:
     return word if word.startswith("/") else None
 
 
-def _unit_dirs(root: Path) -> Iterator[Path]:
-    """The unit directories of the root, each once, never one that a symlink leads out of the root."""
+def dirs_inside(root: Path, dirs: Iterable[str]) -> Iterator[tuple[str, Path]]:
+    """(name, real path) of each of the root's `dirs` that exists, each once, never one that a symlink leads out
+    of the root (unit directories here, tmpfiles.d in pipeline.state.audit_tmpfiles)."""
     top = os.path.realpath(root)
     seen: set[str] = set()
-    for d in UNIT_DIRS:
+    for d in dirs:
         real = os.path.realpath(root / d)
         if real in seen or not (real + "/").startswith(top.rstrip("/") + "/") or not os.path.isdir(real):
             continue
         seen.add(real)
-        yield Path(real)
+        yield d, Path(real)
+
+
+def _unit_dirs(root: Path) -> Iterator[Path]:
+    """The unit directories of the root, each once, never one that a symlink leads out of the root."""
+    return (path for _, path in dirs_inside(root, UNIT_DIRS))
 
 
 def _boot_units(root: Path) -> set[str]:
